@@ -1,0 +1,159 @@
+"""Typed configs: YAML files and ``--set a.b=value`` overrides validated by pydantic models.
+
+Every component keeps its defaults in one pydantic model derived from :class:`Config`. Unknown
+keys are errors, and any invalid value is reported as one :class:`ConfigError` whose message names
+the dotted path, the value received, what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from winnow.common.exceptions import ConfigError
+
+__all__ = ["Config", "apply_overrides", "config_to_yaml", "load_config"]
+
+
+class Config(BaseModel):
+    """Base of every winnow config: unknown keys are rejected, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_config(
+    model: type[C],
+    source: str | Path | Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> C:
+    """Build ``model`` from a YAML file or mapping, then apply ``--set`` style overrides.
+
+    ``overrides`` are strings ``"dotted.path=value"``; the value is parsed as YAML, so
+    ``steps=10`` is an int and ``name=[a, b]`` a list. Raises :class:`ConfigError` on an
+    unreadable file, a malformed override, an unknown key or an invalid value.
+    """
+    origin = "defaults"
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, Mapping):
+        data, origin = copy.deepcopy(dict(source)), "the given mapping"
+    else:
+        data, origin = _read_yaml(Path(source)), str(source)
+    data = apply_overrides(data, overrides)
+    overridden = {item.partition("=")[0].strip() for item in overrides}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, model, origin, overridden)) from None
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``"a.b.c=value"`` written at its dotted path."""
+    result = copy.deepcopy(dict(data))
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError(
+                f"override {item!r} is not of the form dotted.path=value; "
+                "fix: pass e.g. --set trainer.lr=1e-4"
+            )
+        node = result
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = _parse_scalar(raw)
+    return result
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML, in field order, loadable again by :func:`load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; fix: pass the path of a YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys to values, got {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _describe(
+    exc: ValidationError, model: type[BaseModel], origin: str, overridden: set[str]
+) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        path = ".".join(loc) or "<root>"
+        fix_where = f"--set {path}=..." if path in overridden else f"the key in {origin}"
+        if error["type"] == "extra_forbidden":
+            allowed = sorted(_fields_at(model, loc[:-1]))
+            close = difflib.get_close_matches(loc[-1], allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            lines.append(
+                f"  {path}: unknown key{hint} Allowed keys here: {', '.join(allowed)}. "
+                f"Fix: rename or remove {fix_where}."
+            )
+            continue
+        field = _field_at(model, loc)
+        allowed = f" ({field.description})" if field is not None and field.description else ""
+        lines.append(
+            f"  {path}: got {error.get('input')!r}; {error['msg']}{allowed}. "
+            f"Fix: change {fix_where}."
+        )
+    return "\n".join(lines)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # Optional[Sub], Sub | None
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: Sequence[str]) -> type[BaseModel] | None:
+    for key in loc:
+        if model is None or key not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[key].annotation)
+    return model
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
+    parent = _model_at(model, loc)
+    return list(parent.model_fields) if parent is not None else []
+
+
+def _field_at(model: type[BaseModel], loc: Sequence[str]):
+    parent = _model_at(model, loc[:-1])
+    if parent is None or not loc:
+        return None
+    return parent.model_fields.get(loc[-1])

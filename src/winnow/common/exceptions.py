@@ -1,0 +1,21 @@
+"""Errors raised on bad input, each also a built-in error so callers may catch either."""
+
+
+class WinnowError(Exception):
+    """Base of every error winnow raises on purpose; its message says what to do."""
+
+
+class ConfigError(WinnowError, ValueError):
+    """A configuration value or key is invalid; the message names its dotted path and the fix."""
+
+
+class DataNotFoundError(WinnowError, FileNotFoundError):
+    """A data set is not where winnow looked; the message names every path searched."""
+
+
+class ChecksumError(WinnowError, ValueError):
+    """A data file's SHA-256 differs from its SHA256SUMS entry, or a listed file is missing."""
+
+
+class MissingExtraError(WinnowError, ImportError):
+    """An optional dependency is absent; the message names the extra that installs it."""

@@ -1,0 +1,179 @@
+"""Run folders: every run writes its config, metrics, plots and report into a folder of its own.
+
+Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>/``::
+
+    run.json       package version, seed, command line, Python and platform
+    config.yaml    the resolved config, loadable again with ``load_config``
+    metrics.jsonl  one JSON object per logged step, appended as the run goes
+    metrics.json   the final summary (plus the run metadata), written once at the end
+    plots/*.png    figures
+    report.md      human-readable report; report.html is the same, self-contained
+
+Every whole-file write goes to a temporary file in the same folder and is renamed into place, so
+a crash leaves either the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+import winnow
+from winnow.common.config import config_to_yaml
+from winnow.common.exceptions import ConfigError
+from winnow.common.report import render_html
+
+__all__ = ["RunDir", "atomic_path", "atomic_write_text", "read_step_metrics", "to_jsonable"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    >>> with atomic_path("out.png") as tmp:  # doctest: +SKIP
+    ...     fig.savefig(tmp)
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars and arrays, paths and pydantic models to plain JSON values.
+
+    Non-finite floats become ``None`` so that the files stay strict JSON.
+    """
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump(mode="json"))
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_step_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Read ``metrics.jsonl``; a last line cut short by a crash is ignored."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+class RunDir:
+    """A fresh folder for one run under ``root``; never reuses an existing folder.
+
+    Parameters
+    ----------
+    name : a short slug (letters, digits, ``_.-``) naming the job, e.g. ``"demo"``.
+    root : parent folder of all runs.
+    seed : the run's random seed, recorded in ``run.json`` and ``metrics.json``.
+    """
+
+    def __init__(self, name: str, root: str | Path = "runs", seed: int | None = None):
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"run name {name!r} is not a slug; use letters, digits, '_', '.' or '-' "
+                "and start with a letter or digit"
+            )
+        self.name = name
+        self.seed = seed
+        self.path = _create_unique(Path(root), name)
+        self.plots = self.path / "plots"
+        self.plots.mkdir()
+        self.meta = {
+            "name": name,
+            "winnow_version": winnow.__version__,
+            "seed": seed,
+            "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "argv": sys.argv,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+        self._write_json("run.json", self.meta)
+
+    def write_config(self, config: BaseModel) -> Path:
+        """Save the resolved config as ``config.yaml``."""
+        return atomic_write_text(self.path / "config.yaml", config_to_yaml(config))
+
+    def log_step(self, step: int, **metrics: Any) -> None:
+        """Append one line ``{"step": step, **metrics}`` to ``metrics.jsonl``."""
+        line = json.dumps(to_jsonable({"step": step, **metrics}), allow_nan=False) + "\n"
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write ``metrics.json``: the run metadata and the final ``summary`` object."""
+        return self._write_json("metrics.json", {"run": self.meta, "summary": summary})
+
+    def save_plot(self, figure: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``plots/<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        target = self.plots / f"{name}.png"
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        return target
+
+    def write_report(self, markdown_text: str, title: str) -> Path:
+        """Write ``report.md`` and a self-contained ``report.html``; return the HTML path."""
+        atomic_write_text(self.path / "report.md", markdown_text)
+        html = render_html(markdown_text, base_dir=self.path, title=title)
+        return atomic_write_text(self.path / "report.html", html)
+
+    def _write_json(self, filename: str, payload: Any) -> Path:
+        text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
+        return atomic_write_text(self.path / filename, text)
+
+
+def _create_unique(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for attempt in range(1, 1000):
+        candidate = root / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a new run folder for {stem} under {root}")

@@ -1,0 +1,73 @@
+import hashlib
+
+import pytest
+
+from winnow.common import data
+from winnow.common.exceptions import ChecksumError, DataNotFoundError
+
+
+def make_dataset(root, name="toy", content=b"a,b\n1,2\n"):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "table.csv").write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    (folder / "SHA256SUMS").write_text(f"{digest}  table.csv\n")
+    return folder
+
+
+def test_env_var_root_is_used(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    assert data.data_roots() == [tmp_path]
+    assert data.dataset_path("toy") == folder
+
+
+def test_missing_dataset_names_paths_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    with pytest.raises(DataNotFoundError) as info:
+        data.dataset_path("absent")
+    message = str(info.value)
+    assert str(tmp_path / "absent") in message
+    assert data.ENV_VAR in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_corrupted_file_fails_checksum(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    assert data.verify_checksums(folder).ok
+    (folder / "table.csv").write_bytes(b"a,b\n1,3\n")
+    with pytest.raises(ChecksumError, match=r"changed: table\.csv"):
+        data.dataset_path("toy")
+    assert data.dataset_path("toy", verify=False) == folder
+
+
+def test_missing_listed_file_fails_checksum(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path)
+    (folder / "table.csv").unlink()
+    report = data.verify_checksums(folder)
+    assert report.missing == ("table.csv",) and not report.ok
+    assert "FAILED" in report.status
+
+
+def test_folder_without_sums_is_accepted(tmp_path, monkeypatch):
+    (tmp_path / "plain").mkdir()
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    assert data.dataset_path("plain").name == "plain"
+    assert data.verify_checksums(tmp_path / "plain").status == "no SHA256SUMS"
+
+
+def test_default_root_is_shared_data_beside_repo(monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    roots = data.data_roots()
+    assert roots[0].parts[-2:] == ("shared", "data")
+
+
+def test_shipped_datasets_are_intact(monkeypatch):
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    reports = {report.folder.name: report for report in data.list_datasets()}
+    if not reports:
+        pytest.skip("../shared/data is not beside this checkout")
+    for name in ("routing", "search", "ridesourcing"):
+        assert reports[name].ok, reports[name].status
+        assert reports[name].listed > 0
