@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_tie_grows_the_sample_and_stops_unconverged_at_the_cap(training):
     assert result.n_samples == 400
     sizes = [t.n for t in result.tests]
     assert sizes == sorted(sizes) and sizes[0] == 100
-    assert all(b <= 2 * a for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
     assert not result.tests[-1].passed and result.tests[-1].step == 0
     assert set(result.features) == {0, 1}
 

@@ -16,9 +16,10 @@ the selected features with the kernel weights.
 The test at LARS step s (see :func:`compare_leading_features`). With kernel-weighted, centred
 standardised samples ``x_i``, response ``y_i`` and the residual ``r_i = y_i - x_i . beta_s`` of the
 LARS fit after s steps, let ``j1, j2`` be the inactive features with the largest ``|u_j|``, where
-``u_j = (1/n) sum_i x_ij r_i``. With ``s_j = sign(u_j)`` and ``d_i = s1 x_i,j1 r_i - s2 x_i,j2 r_i``,
-the gap ``D = |u1| - |u2| = mean(d)`` has variance ``var(d) / n`` by the CLT, and
-``z = D / sqrt(var(d) / n)``. The step passes when ``T = z - z_crit >= -tol``.
+``u_j = (1/n) sum_i x_ij r_i``. With ``s_j = sign(u_j)`` and
+``d_i = s1 x_i,j1 r_i - s2 x_i,j2 r_i``, the gap ``D = |u1| - |u2| = mean(d)`` has variance
+``var(d) / n`` by the CLT, and ``z = D / sqrt(var(d) / n)``. The step passes when
+``T = z - z_crit >= -tol``.
 
 Two deliberate departures from the reference code. (1) Because j1 and j2 are ordered by the
 same data, a one-sided test at ``z_{1-alpha}`` (the paper's choice) rejects a true tie with
