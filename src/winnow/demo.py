@@ -1,7 +1,7 @@
 """The main job: a short run of every capability on shipped data, gathered in one report.
 
 Each capability that exists offers ``winnow.<capability>.demo.run_demo(run, quiet)``, which
-writes its plots into the shared run folder and returns a :class:`DemoSection`. A capability whose
+writes its plots into the shared run folder and returns a :class:`ReportSection`. A capability whose
 extra is missing is skipped with the line that installs it.
 """
 
@@ -11,25 +11,17 @@ import importlib
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from winnow.common.extras import missing_modules
+from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir
 from winnow.doctor import collect_checks
 
-__all__ = ["CAPABILITIES", "DemoResult", "DemoSection", "run_demo"]
+__all__ = ["CAPABILITIES", "DemoResult", "available_steps", "run_demo"]
 
 CAPABILITIES: tuple[str, ...] = ("distill", "route", "search", "explain")
-
-
-@dataclass
-class DemoSection:
-    """What one capability's demo step adds: report markdown and summary metrics."""
-
-    markdown: str
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,7 +36,7 @@ class DemoResult:
 
 def available_steps(capabilities: Sequence[str] = CAPABILITIES) -> tuple[dict, dict[str, str]]:
     """Split capabilities into runnable demo steps and skipped ones (with the reason)."""
-    steps: dict[str, Callable[[RunDir, bool], DemoSection]] = {}
+    steps: dict[str, Callable[[RunDir, bool], ReportSection]] = {}
     skipped: dict[str, str] = {}
     for name in capabilities:
         if importlib.util.find_spec(f"winnow.{name}") is None or (

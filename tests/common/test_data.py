@@ -71,3 +71,14 @@ def test_shipped_datasets_are_intact(monkeypatch):
     for name in ("routing", "search", "ridesourcing"):
         assert reports[name].ok, reports[name].status
         assert reports[name].listed > 0
+
+
+def test_data_file_resolves_dataset_relative_and_plain_paths(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    assert data.data_file("toy/table.csv") == folder / "table.csv"
+    assert data.data_file(folder / "table.csv") == folder / "table.csv"
+    with pytest.raises(DataNotFoundError, match="not a file of data set 'toy'"):
+        data.data_file("toy/other.csv")
+    with pytest.raises(DataNotFoundError, match="neither an existing file"):
+        data.data_file("nothing-here.csv")

@@ -166,4 +166,4 @@ def test_bad_data_is_rejected(training):
     with pytest.raises(ExplainInputError, match="regression mode"):
         explainer.explain_instance(training[0], lambda x: np.zeros((len(x), 2)))
     with pytest.raises(ExplainInputError, match="num_features"):
-        StableLimeExplainer(training, num_features=6).explain_instance(training[0], linear_model)
+        StableLimeExplainer(training, num_features=7).explain_instance(training[0], linear_model)

@@ -49,6 +49,8 @@ def load_config(
     else:
         data, origin = _read_yaml(Path(source)), str(source)
     data = apply_overrides(data, overrides)
+    if overrides:
+        origin += " with --set overrides"
     overridden = {item.partition("=")[0].strip() for item in overrides}
     try:
         return model.model_validate(data)
@@ -120,6 +122,9 @@ def _describe(
                 f"  {path}: unknown key{hint} Allowed keys here: {', '.join(allowed)}. "
                 f"Fix: rename or remove {fix_where}."
             )
+            continue
+        if not loc:  # a check across fields
+            lines.append(f"  {error['msg']}")
             continue
         field = _field_at(model, loc)
         allowed = f" ({field.description})" if field is not None and field.description else ""

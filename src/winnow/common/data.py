@@ -19,6 +19,7 @@ from winnow.common.exceptions import ChecksumError, DataNotFoundError
 __all__ = [
     "ENV_VAR",
     "ChecksumReport",
+    "data_file",
     "data_roots",
     "dataset_path",
     "list_datasets",
@@ -88,6 +89,27 @@ def dataset_path(name: str, verify: bool = True) -> Path:
         f"beside the repository (../shared/data/{name}) or set {ENV_VAR} to the folder that "
         f"holds {name}/."
     )
+
+
+def data_file(spec: str | Path) -> Path:
+    """A file named either by a path that exists or as ``"<data set>/<file inside it>"``.
+
+    ``data_file("ridesourcing/community_area_features.csv")`` resolves the data set through
+    :func:`dataset_path` (so its checksums are verified) and then the file inside it.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    name, _, inner = str(spec).partition("/")
+    if not inner:
+        raise DataNotFoundError(
+            f"{spec!r} is neither an existing file nor '<data set>/<file>'; fix: give the path of "
+            "a CSV or Parquet file, or e.g. 'ridesourcing/community_area_features.csv'"
+        )
+    candidate = dataset_path(name) / inner
+    if not candidate.is_file():
+        raise DataNotFoundError(f"{inner!r} is not a file of data set {name!r} ({candidate})")
+    return candidate
 
 
 def verify_checksums(folder: str | Path) -> ChecksumReport:

@@ -6,10 +6,20 @@ import base64
 import html
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "render_html"]
+__all__ = ["ReportSection", "markdown_table", "render_html"]
+
+
+@dataclass
+class ReportSection:
+    """A part of a report: markdown (plots referenced as ``plots/<name>.png``) and metrics."""
+
+    markdown: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;

@@ -50,6 +50,7 @@ __all__ = [
     "StepTest",
     "compare_leading_features",
     "lime_kernel",
+    "mean_pairwise_jaccard",
     "required_sample_size",
     "select_with_tests",
 ]
@@ -99,6 +100,12 @@ class SlimeExplanation:
     def feature_names(self) -> tuple[str, ...]:
         return tuple(self.column_names[j] for j in self.features)
 
+    @property
+    def ranked_features(self) -> tuple[int, ...]:
+        """Selected features by decreasing ``|weight|``, the order ``lime`` reports them in."""
+        order = np.argsort(-np.abs(self.weights), kind="stable")
+        return tuple(self.features[i] for i in order)
+
     features: tuple[int, ...]
     column_names: tuple[str, ...]
     weights: np.ndarray
@@ -130,6 +137,22 @@ class SlimeExplanation:
             }
             for t in self.tests
         ]
+
+
+def mean_pairwise_jaccard(rankings: Sequence[Sequence[int]], k: int) -> float:
+    """Stability of repeated explanations: mean Jaccard index of their top-``k`` feature sets.
+
+    ``rankings`` holds one ranked feature list per run; 1.0 means every run chose the same
+    ``k`` features.
+
+    >>> mean_pairwise_jaccard([[0, 1, 2], [0, 2, 1], [1, 0, 3]], k=2)
+    0.5555555555555555
+    """
+    if len(rankings) < 2:
+        raise ExplainInputError("mean_pairwise_jaccard needs at least two runs")
+    tops = [set(ranking[:k]) for ranking in rankings]
+    scores = [len(a & b) / len(a | b) for i, a in enumerate(tops) for b in tops[i + 1 :]]
+    return float(np.mean(scores))
 
 
 def lime_kernel(distances: np.ndarray, width: float) -> np.ndarray:
@@ -269,10 +292,10 @@ class StableLimeExplainer:
         ``random_state`` overrides the explainer's seed for this call.
         """
         params = self.params
-        if params.num_features > self.n_features - 1:
+        if params.num_features > self.n_features:
             raise ExplainInputError(
-                f"num_features={params.num_features} needs at least num_features + 1 columns "
-                f"to compare, got {self.n_features}; fix: lower num_features"
+                f"num_features={params.num_features} exceeds the {self.n_features} columns of "
+                "training_data; fix: lower num_features"
             )
         row = _finite_matrix(np.asarray(data_row, dtype=float).reshape(1, -1), "data_row")[0]
         if row.shape[0] != self.n_features:

@@ -1,0 +1,48 @@
+"""What every capability's CLI shares: config loading from flags and clean failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+
+from winnow.common.config import load_config
+from winnow.common.exceptions import WinnowError
+
+__all__ = [
+    "CONFIG_OPTION",
+    "OUT_OPTION",
+    "QUIET_OPTION",
+    "SET_OPTION",
+    "config_from_flags",
+    "user_errors",
+]
+
+CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", help="YAML config file; defaults apply without."
+)
+SET_OPTION = typer.Option(
+    None, "--set", help="Override a field: --set trainer.lr=1e-4 (repeatable)."
+)
+OUT_OPTION = typer.Option(Path("runs"), "--out", help="Folder that receives the run folder.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn winnow's own errors into one red line and exit code 2, without a traceback."""
+    try:
+        yield
+    except WinnowError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(code=2) from None
+
+
+def config_from_flags(model: type[BaseModel], config: Path | None, overrides: list[str] | None):
+    """Load ``model`` from ``--config`` and ``--set`` flags (raises ConfigError on bad input)."""
+    return load_config(model, config, overrides or [])

@@ -1,0 +1,52 @@
+"""``winnow explain``: S-LIME explanations and V-statistic forest intervals from a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from winnow.common.cli import (
+    CONFIG_OPTION,
+    OUT_OPTION,
+    QUIET_OPTION,
+    SET_OPTION,
+    config_from_flags,
+    user_errors,
+)
+
+app = typer.Typer(
+    help="Trustworthy statistics for black-box models: S-LIME and V-statistic forests.",
+    no_args_is_help=True,
+)
+
+
+def _run(job: str, config: Path | None, overrides: list[str] | None, out: Path, quiet: bool):
+    from winnow.explain.jobs import JOBS, run_job
+
+    with user_errors():
+        settings = config_from_flags(JOBS[job][0], config, overrides)
+        report = run_job(job, settings, root=out, quiet=quiet)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def slime(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Explain rows of a table with S-LIME, repeatedly, and compare stability with fixed-n LIME."""
+    _run("slime", config, overrides, out, quiet)
+
+
+@app.command()
+def forest(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Fit a V-statistic forest and report predictions with confidence intervals."""
+    _run("forest", config, overrides, out, quiet)
