@@ -28,7 +28,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
-	@set -e; for script in benchmarks/bench_*.py; do \
+	@set -e; for script in $$(find benchmarks -name 'bench_*.py' | sort); do \
 		echo "== $$script"; $(BIN)/python $$script; done
 
 lint: $(STAMP)

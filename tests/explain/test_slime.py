@@ -167,3 +167,18 @@ def test_bad_data_is_rejected(training):
         explainer.explain_instance(training[0], lambda x: np.zeros((len(x), 2)))
     with pytest.raises(ExplainInputError, match="num_features"):
         StableLimeExplainer(training, num_features=7).explain_instance(training[0], linear_model)
+
+
+def test_alpha_reaches_the_test(training):
+    """The reference code ignores alpha; here a stricter level must demand more samples."""
+
+    def close_pair(x):
+        return 1.0 * x[:, 0] + 0.8 * x[:, 1]
+
+    sizes = {}
+    for alpha in (0.3, 0.001):
+        explainer = StableLimeExplainer(
+            training, num_features=2, n_init=100, n_max=20_000, alpha=alpha, random_state=0
+        )
+        sizes[alpha] = explainer.explain_instance(training[0], close_pair).n_samples
+    assert sizes[0.001] > sizes[0.3]
