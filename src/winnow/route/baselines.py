@@ -1,0 +1,106 @@
+"""Per-query routers, the baselines that batch-level routing is measured against.
+
+Each router decides every query on its own. Its knob (``lam`` or a threshold) is calibrated on
+training traffic so that its *average* cost per query meets the budget; nothing stops a batch of
+hard queries from overspending, which is the point of the comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from winnow.route.exceptions import RouteInputError
+
+__all__ = [
+    "best_single_model",
+    "calibrate_lambda",
+    "calibrate_threshold",
+    "cheapest_model",
+    "clip_to_budget",
+    "per_query_choice",
+    "threshold_choice",
+]
+
+
+def per_query_choice(quality: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
+    """RouteLLM/RouterBench-style routing: ``argmax_m quality - lam * cost`` per query.
+
+    ``quality, cost: [n, m]``; returns ``[n]`` model indices. Ties go to the lower index.
+    """
+    return np.argmax(quality - lam * cost, axis=1)
+
+
+def calibrate_lambda(
+    quality: np.ndarray, cost: np.ndarray, budget_per_query: float, iterations: int = 60
+) -> float:
+    """Smallest ``lam >= 0`` whose per-query routing costs at most ``budget_per_query`` on average.
+
+    The chosen cost never increases with ``lam``, so bisection on ``log(lam)`` finds it. Returns
+    0 when the best-quality choice is already within budget.
+    """
+
+    def mean_cost(lam: float) -> float:
+        choice = per_query_choice(quality, cost, lam)
+        return float(cost[np.arange(len(choice)), choice].mean())
+
+    if mean_cost(0.0) <= budget_per_query:
+        return 0.0
+    low, high = 1e-9, 1.0
+    while mean_cost(high) > budget_per_query:
+        high *= 10
+        if high > 1e15:
+            raise RouteInputError(
+                f"no lam meets budget_per_query={budget_per_query:.6g}: even the cheapest "
+                f"models cost {cost.min(axis=1).mean():.6g} per query on average"
+            )
+    for _ in range(iterations):
+        middle = float(np.sqrt(low * high))
+        low, high = (low, middle) if mean_cost(middle) <= budget_per_query else (middle, high)
+    return high
+
+
+def threshold_choice(quality: np.ndarray, strong: int, weak: int, threshold: float) -> np.ndarray:
+    """Two-model routing: the strong model when it is predicted ``threshold`` better, else weak."""
+    use_strong = quality[:, strong] - quality[:, weak] > threshold
+    return np.where(use_strong, strong, weak)
+
+
+def calibrate_threshold(
+    quality: np.ndarray, cost: np.ndarray, strong: int, weak: int, budget_per_query: float
+) -> float:
+    """Lowest threshold (most strong-model traffic) whose mean cost fits ``budget_per_query``."""
+    gains = np.sort(quality[:, strong] - quality[:, weak])
+    candidates = np.concatenate([[gains[0] - 1.0], gains])
+    rows = np.arange(len(quality))
+    for threshold in candidates:
+        choice = threshold_choice(quality, strong, weak, threshold)
+        if cost[rows, choice].mean() <= budget_per_query:
+            return float(threshold)
+    return float(gains[-1])
+
+
+def best_single_model(quality: np.ndarray, cost: np.ndarray, budget_per_query: float) -> int:
+    """The model with the best mean quality among those whose mean cost fits the budget.
+
+    Falls back to the cheapest model when none fits.
+    """
+    affordable = cost.mean(axis=0) <= budget_per_query
+    if not affordable.any():
+        return cheapest_model(cost)
+    means = np.where(affordable, quality.mean(axis=0), -np.inf)
+    return int(np.argmax(means))
+
+
+def cheapest_model(cost: np.ndarray) -> int:
+    """The model with the lowest mean cost per query."""
+    return int(np.argmin(cost.mean(axis=0)))
+
+
+def clip_to_budget(choice: np.ndarray, cost: np.ndarray, budget: float) -> np.ndarray:
+    """What a per-query router can serve under a hard batch budget, in arrival order.
+
+    Queries are served while the running spend stays within ``budget``; the rest get ``-1``
+    (not answered). ``choice: [n]``, ``cost: [n, m]``.
+    """
+    spend = np.cumsum(cost[np.arange(len(choice)), choice])
+    return np.where(spend <= budget * (1 + 1e-12), choice, -1)
