@@ -1,0 +1,120 @@
+"""The routing proxy's configuration and the quality model it routes by.
+
+Kept apart from :mod:`winnow.route.server` so that a pool and its budgets can be written,
+validated and saved, and a quality model built, without fastapi or httpx installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from winnow.common.config import Config
+from winnow.route.exceptions import RouteInputError
+
+__all__ = [
+    "PROMPT_TOKEN_BOUNDS",
+    "ConstantQuality",
+    "PoolModel",
+    "ProxyConfig",
+    "QualityModel",
+]
+
+PROMPT_TOKEN_BOUNDS: dict[str, Callable[[str], int]] = {
+    "utf8_bytes": lambda text: len(text.encode("utf-8")),
+    "chars_over_4": lambda text: -(-len(text) // 4),
+}
+"""Prompt tokens from the prompt fields' JSON text: a bound (``utf8_bytes``) or an estimate."""
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+class PoolModel(Config):
+    """One upstream model: where it is, what it costs, how many calls it takes at once."""
+
+    name: str = Field(min_length=1, description="the name clients use and /v1/models lists")
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    upstream_model: str | None = Field(None, description="the upstream's name for it; default name")
+    upstream_api_key: SecretStr | None = Field(None, description="sent as Bearer to the upstream")
+    input_price_per_token: float = Field(ge=0, description="USD per prompt token")
+    output_price_per_token: float = Field(ge=0, description="USD per completion token")
+    capacity: int = Field(ge=1, description="calls in flight at once: instances x concurrency")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ProxyConfig(Config):
+    """Everything the routing proxy needs; secrets are ``SecretStr`` and dump masked."""
+
+    models: list[PoolModel] = Field(min_length=1, description="the pool, in quality-model order")
+    api_keys: list[SecretStr] = Field(min_length=1, description="client keys accepted as Bearer")
+    budget_per_window: float = Field(gt=0, description="USD one window may reserve and spend")
+    budget_per_day: float = Field(gt=0, description="USD one UTC day may reserve and spend")
+    window_seconds: float = Field(0.5, ge=0.05, le=5.0, description="longest wait of a window")
+    max_batch: int = Field(64, ge=1, le=1024, description="requests that close a window early")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="larger bodies get a 413")
+    max_tokens_cap: int = Field(4096, ge=1, description="completion tokens: default and ceiling")
+    upstream_timeout_seconds: float = Field(60.0, gt=0, le=600, description="per call phase")
+    prompt_token_bound: Literal["utf8_bytes", "chars_over_4"] = Field(
+        "utf8_bytes", description="how prompt tokens are bounded, see PROMPT_TOKEN_BOUNDS"
+    )
+    charge_failed_requests: bool = Field(False, description="charge calls that returned an error")
+    metrics_history: int = Field(100, ge=1, le=10_000, description="windows and days in /metrics")
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> ProxyConfig:
+        names = [model.name for model in self.models]
+        if "auto" in names or len(set(names)) < len(names):
+            raise ValueError(f"models need distinct names other than 'auto', got {names}")
+        if any(not key.get_secret_value() for key in self.api_keys):
+            raise ValueError("api_keys must not contain an empty key")
+        return self
+
+
+# -- quality ----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class QualityModel(Protocol):
+    """Predicts each pool model's quality on prompts: ``(p_hat, sigma)``, both ``[n, m]``.
+
+    ``p_hat`` in ``[0, 1]`` is the chance of a good answer, ``sigma >= 0`` its standard error;
+    columns follow ``ProxyConfig.models``.
+    """
+
+    def predict(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ConstantQuality:
+    """The same prior for every prompt, one value per pool model (e.g. offline accuracy).
+
+    Parameters
+    ----------
+    quality : sequence of float, ``[m]`` in ``[0, 1]``, in pool order
+    sigma : sequence of float, ``[m]`` ``>= 0``, optional
+        The priors' standard errors; zeros when omitted.
+    """
+
+    def __init__(self, quality: Sequence[float], sigma: Sequence[float] | None = None) -> None:
+        self.quality = np.asarray(quality, dtype=float)
+        self.sigma = np.zeros_like(self.quality) if sigma is None else np.asarray(sigma, float)
+        if self.quality.ndim != 1 or self.quality.size == 0:
+            raise RouteInputError(f"quality must be a non-empty 1-D sequence, got {quality!r}")
+        if not np.all((self.quality >= 0) & (self.quality <= 1)):
+            raise RouteInputError(f"quality values must lie in [0, 1], got {quality!r}")
+        if self.sigma.shape != self.quality.shape or not np.all(self.sigma >= 0):
+            raise RouteInputError(f"sigma must be {self.quality.size} values >= 0, got {sigma!r}")
+
+    def predict(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(p_hat, sigma)``, each ``[len(prompts), m]``: the priors repeated."""
+        n = len(prompts)
+        return np.tile(self.quality, (n, 1)), np.tile(self.sigma, (n, 1))

@@ -1,0 +1,595 @@
+"""Tests of winnow.route.ledger, proxy_config, chat_requests and server.
+
+The ledger and the request parsing are tested as pure code. The proxy runs under uvicorn on
+127.0.0.1 in front of real upstream servers, also uvicorn on 127.0.0.1: one that answers, one
+that always fails (500), one too slow for the proxy's timeout, one that reports more tokens than
+it was allowed. Every request loop is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from winnow.common.config import load_config
+from winnow.common.exceptions import ConfigError
+from winnow.route import server
+from winnow.route.chat_requests import MESSAGE_OVERHEAD_TOKENS, parse_chat_request
+from winnow.route.exceptions import RouteInputError
+from winnow.route.ledger import (
+    BudgetLedger,
+    TokenPrice,
+    call_cost,
+    format_usd,
+    pico_to_usd,
+    usd_to_pico,
+)
+from winnow.route.proxy_config import ConstantQuality, ProxyConfig, QualityModel
+from winnow.route.server import create_app, plan_window
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CAP = 32  # max_tokens_cap of every proxy here
+UPSTREAM_PROMPT_TOKENS = 20
+# Generous for a loaded 2-core machine, where a connect can take a few hundred ms; the slow
+# upstream answers well after it.
+TIMEOUT, SLOW_SECONDS = 2.0, 5.0
+
+
+# -- ledger -----------------------------------------------------------------------------------
+
+
+def test_usd_conversions_are_exact_and_round_against_the_spender():
+    assert usd_to_pico(1.5e-7, rounding="up") == 150_000
+    assert usd_to_pico(0.1, rounding="down") == 10**11
+    assert usd_to_pico(1e-13, rounding="up") == 1
+    assert usd_to_pico(1e-13, rounding="down") == 0
+    assert format_usd(1_500_000) == "0.000001500000"
+    assert format_usd(2 * 10**12 + 5) == "2.000000000005"
+    assert pico_to_usd(250_000) == pytest.approx(2.5e-7)
+    assert call_cost(10, 3, TokenPrice.from_usd(1e-6, 2e-6)) == 10 * 10**6 + 3 * 2 * 10**6
+    with pytest.raises(RouteInputError, match=">= 0"):
+        usd_to_pico(-1.0, rounding="up")
+
+
+def test_ledger_reserve_settle_release_arithmetic():
+    ledger = BudgetLedger(window_budget=100, day_budget=150)
+    window = ledger.open_window(date(2024, 1, 1))
+    first = ledger.try_reserve(window, 80)
+    assert ledger.remaining(window) == (20, 70)
+    assert ledger.try_reserve(window, 21) is None  # over the window budget
+    assert ledger.settle(first, 25) == 25  # 55 of the 80 come back
+    assert ledger.remaining(window) == (75, 125)
+    second = ledger.try_reserve(window, 75)
+    assert ledger.available(window) == 0
+    ledger.release(second)
+    assert ledger.remaining(window) == (75, 125)
+    # A second window of the same day shares the day budget.
+    other = ledger.open_window(date(2024, 1, 1))
+    assert ledger.remaining(other) == (100, 125)
+    assert ledger.try_reserve(other, 100) is not None
+    assert ledger.try_reserve(other, 0) is not None
+    assert ledger.available(window) == 25  # the day has 25 left, the window 75
+    assert ledger.try_reserve(window, 26) is None
+    assert ledger.peak_window == 100 and ledger.peak_day == 125
+
+
+def test_ledger_caps_a_charge_at_its_reservation_and_settles_once():
+    ledger = BudgetLedger(window_budget=100, day_budget=100)
+    window = ledger.open_window(date(2024, 1, 1))
+    reservation = ledger.try_reserve(window, 40)
+    assert ledger.settle(reservation, 1000) == 40
+    assert window.spend.settled == 40 and window.spend.reserved == 0
+    with pytest.raises(RouteInputError, match="exactly once"):
+        ledger.settle(reservation, 10)
+    with pytest.raises(RouteInputError, match="exactly once"):
+        ledger.release(reservation)
+    with pytest.raises(RouteInputError, match=">= 0"):
+        ledger.try_reserve(window, -1)
+    with pytest.raises(RouteInputError, match="window_budget"):
+        BudgetLedger(window_budget=0, day_budget=1)
+
+
+def test_ledger_new_day_restores_the_budget_and_old_reservations_settle_in_their_day():
+    ledger = BudgetLedger(window_budget=100, day_budget=100, history=2)
+    late = ledger.open_window(date(2024, 1, 1))
+    held = ledger.try_reserve(late, 100)
+    assert ledger.try_reserve(ledger.open_window(date(2024, 1, 1)), 1) is None
+    fresh = ledger.open_window(date(2024, 1, 2))
+    assert ledger.available(fresh) == 100
+    ledger.open_window(date(2024, 1, 3))  # history=2 forgets the first window from the report
+    ledger.settle(held, 30)
+    assert late.day_spend.settled == 30 and late.day_spend.reserved == 0
+    report = ledger.report()
+    assert [window["index"] for window in report["windows"]] == [2, 3]
+    assert [day["day"] for day in report["days"]] == ["2024-01-02", "2024-01-03"]
+    assert report["open_reservations"] == 0 and report["peak_day_usd"] == pytest.approx(1e-10)
+
+
+def test_ledger_random_operations_never_go_negative_or_over_budget():
+    rng = np.random.default_rng(0)
+    ledger = BudgetLedger(window_budget=1_000, day_budget=3_000, history=5)
+    windows, open_reservations = [], []
+    day = date(2024, 1, 1)
+    for _ in range(3_000):
+        op = rng.integers(4)
+        if op == 0 or not windows:
+            day += timedelta(days=int(rng.random() < 0.1))
+            windows.append(ledger.open_window(day))
+        elif op == 1:
+            reservation = ledger.try_reserve(windows[rng.integers(len(windows))], rng.integers(400))
+            if reservation is not None:
+                open_reservations.append(reservation)
+        elif open_reservations:
+            reservation = open_reservations.pop(rng.integers(len(open_reservations)))
+            ledger.settle(reservation, int(rng.integers(2 * reservation.amount + 1)))
+        for window in windows[-10:]:
+            for spend, budget in ((window.spend, 1_000), (window.day_spend, 3_000)):
+                assert spend.reserved >= 0 and spend.settled >= 0 and spend.total <= budget
+    for reservation in open_reservations:
+        ledger.release(reservation)
+    assert all(w.spend.reserved == 0 and w.day_spend.reserved == 0 for w in windows)
+    assert ledger.peak_window <= 1_000 and ledger.peak_day <= 3_000
+
+
+def test_ledger_is_never_overdrawn_by_threads():
+    ledger = BudgetLedger(window_budget=10_000, day_budget=10_000)
+    window = ledger.open_window(date(2024, 1, 1))
+
+    def spend(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            reservation = ledger.try_reserve(window, int(rng.integers(1, 500)))
+            if reservation is not None:
+                ledger.settle(reservation, int(rng.integers(reservation.amount + 1)))
+
+    threads = [threading.Thread(target=spend, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert ledger.peak_window <= 10_000
+    assert window.spend.reserved == 0 and 0 < window.spend.settled <= 10_000
+
+
+# -- pure pieces of the server ----------------------------------------------------------------
+
+
+def pool_config(urls: dict[str, str], **overrides) -> ProxyConfig:
+    """Four models: 'flaky' (best predicted), 'slow', 'strong', 'cheap'; USD per token."""
+    prices = {"flaky": (1e-6, 2e-6), "slow": (1e-6, 2e-6), "strong": (2e-6, 4e-6)}
+    capacity = {"flaky": 16, "slow": 4, "strong": 16, "cheap": 64}
+    models = [
+        {
+            "name": name,
+            "base_url": f"{urls[name]}/v1",
+            "input_price_per_token": prices.get(name, (1e-7, 2e-7))[0],
+            "output_price_per_token": prices.get(name, (1e-7, 2e-7))[1],
+            "capacity": capacity[name],
+        }
+        for name in ("flaky", "slow", "strong", "cheap")
+        if name in urls
+    ]
+    settings = {
+        "models": models,
+        "api_keys": [KEY],
+        "budget_per_window": 2e-3,
+        "budget_per_day": 6e-3,
+        "window_seconds": 0.05,
+        "max_batch": 32,
+        "max_request_bytes": 4096,
+        "max_tokens_cap": CAP,
+        "upstream_timeout_seconds": TIMEOUT,
+    }
+    return ProxyConfig(**{**settings, **overrides})
+
+
+QUALITY = {"flaky": 0.95, "slow": 0.9, "strong": 0.8, "cheap": 0.5}
+
+LOCAL = {name: "http://127.0.0.1:9" for name in QUALITY}
+
+
+def quality_for(config: ProxyConfig) -> ConstantQuality:
+    return ConstantQuality([QUALITY[m.name] for m in config.models])
+
+
+def test_parse_sets_the_completion_limit_and_bounds_the_prompt():
+    config = pool_config(LOCAL)
+    messages = [{"role": "user", "content": "héllo"}]
+    request = parse_chat_request(json.dumps({"messages": messages}).encode(), config)
+    prompt_bytes = len(json.dumps([messages], ensure_ascii=False).encode())
+    assert request.body["max_tokens"] == CAP and "model" not in request.body
+    assert request.prompt == "héllo" and request.model is None
+    assert request.prompt_tokens == prompt_bytes + 2 * MESSAGE_OVERHEAD_TOKENS
+    assert request.completion_tokens == CAP
+
+    body = {"model": "strong", "messages": messages, "max_completion_tokens": 999, "n": 3}
+    request = parse_chat_request(json.dumps(body).encode(), config)
+    assert request.body["max_completion_tokens"] == CAP and "max_tokens" not in request.body
+    assert request.completion_tokens == 3 * CAP and request.model == 2
+
+    quarter = config.model_copy(update={"prompt_token_bound": "chars_over_4"})
+    request = parse_chat_request(
+        json.dumps({"messages": messages, "max_tokens": 5}).encode(), quarter
+    )
+    assert request.prompt_tokens == -(-len(json.dumps([messages], ensure_ascii=False)) // 4) + 16
+    assert request.body["max_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "streaming"),
+        ({"messages": [{"role": "user", "content": "x"}], "model": "gpt-9"}, "flaky, slow"),
+        ({"messages": []}, "non-empty list"),
+        ({"messages": [{"content": "x"}]}, "'role'"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "only text"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "'n'"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_parse_rejects_bad_requests_naming_the_fix(body, message):
+    with pytest.raises(RouteInputError, match=message):
+        parse_chat_request(json.dumps(body).encode(), pool_config(LOCAL))
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "value", "message"),
+    [
+        (0, "name", "cheap", "distinct names"),
+        (1, "name", "auto", "distinct names"),
+        (0, "base_url", "ftp://x", "models.0.base_url"),
+        (0, "capacity", 0, "models.0.capacity"),
+        (None, "window_seconds", 10, "window_seconds"),
+        (None, "api_keys", [], "api_keys"),
+        (None, "budget_per_day", 0, "budget_per_day"),
+    ],
+)
+def test_config_errors_name_the_field(model, key, value, message):
+    settings = pool_config(LOCAL).model_dump(mode="json")
+    settings["api_keys"] = [KEY]  # dumps mask secrets
+    assert load_config(ProxyConfig, settings).api_keys[0].get_secret_value() == KEY
+    (settings if model is None else settings["models"][model])[key] = value
+    with pytest.raises(ConfigError, match=message):
+        load_config(ProxyConfig, settings)
+
+
+def test_constant_quality_repeats_the_prior():
+    model = ConstantQuality([0.9, 0.5])
+    assert isinstance(model, QualityModel)
+    p_hat, sigma = model.predict(["a", "b", "c"])
+    assert p_hat.shape == sigma.shape == (3, 2)
+    assert np.all(p_hat == [0.9, 0.5]) and np.all(sigma == 0)
+    with pytest.raises(RouteInputError, match=r"\[0, 1\]"):
+        ConstantQuality([1.5])
+
+
+def test_plan_window_orders_fallbacks_by_quality_and_defers_what_does_not_fit():
+    quality = np.array([[0.9, 0.6, 0.6], [0.9, 0.6, 0.6], [0.9, 0.6, 0.6]])
+    cost = np.array([[3.0, 2.0, 1.0]] * 3)
+    orders = plan_window(quality, cost, np.array([1, 3, 3]), budget=100.0)
+    assert sorted(order[0] for order in orders).count(0) == 1  # model 0 has one free slot
+    for order in orders:
+        assert sorted(order) == [0, 1, 2]
+        assert [j for j in order if j != order[0]] == [j for j in (0, 2, 1) if j != order[0]]
+    assert plan_window(quality, cost, np.array([1, 3, 3]), budget=0.5) == [[], [], []]
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "charge_failed", "expected"),
+    [
+        (200, {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}, False, (200, (3, 4))),
+        (200, {"usage": {"prompt_tokens": -1}}, False, (200, None)),
+        (200, [1], False, ("failure", True)),
+        (422, {"error": {"message": "bad"}}, False, (422, None)),
+        (500, {}, False, ("failure", False)),
+        (503, {}, True, ("failure", True)),
+        (429, {}, False, ("failure", False)),
+    ],
+)
+def test_upstream_answers_map_to_the_charging_table(status, content, charge_failed, expected):
+    reply = server._read_reply(httpx.Response(status, json=content), charge_failed)
+    if expected[0] == "failure":
+        assert isinstance(reply, server._Failure) and reply.billed is expected[1]
+    else:
+        assert (reply.status, reply.usage) == expected
+
+
+# -- the proxy on loopback --------------------------------------------------------------------
+
+
+def upstream_app(mode: str) -> FastAPI:
+    """An OpenAI-style upstream; mode 'ok', 'fail' (500), 'slow' (answers after the proxy's
+    timeout) or 'overbill' (reports more completion tokens than max_tokens)."""
+    app = FastAPI()
+    app.state.bodies = []
+
+    @app.post("/v1/chat/completions")
+    async def complete(request: Request):
+        body = await request.json()
+        app.state.bodies.append(body)
+        if mode == "fail":
+            return JSONResponse({"error": {"message": "upstream broke"}}, status_code=500)
+        if mode == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        limit = body["max_tokens"]
+        completion = limit + 100 if mode == "overbill" else limit // 2
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": UPSTREAM_PROMPT_TOKENS,
+                "completion_tokens": completion,
+                "total_tokens": UPSTREAM_PROMPT_TOKENS + completion,
+            },
+        }
+
+    return app
+
+
+class LoopbackServer:
+    """An ASGI app served by uvicorn on 127.0.0.1 (a free port) in a daemon thread."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.socket.close()
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    modes = {"ok": "ok", "fail": "fail", "slow": "slow", "over": "overbill"}
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(LoopbackServer(upstream_app(mode)))
+            for name, mode in modes.items()
+        }
+
+
+def pool_urls(upstreams) -> dict[str, str]:
+    return {
+        "flaky": upstreams["fail"].url,
+        "slow": upstreams["slow"].url,
+        "strong": upstreams["ok"].url,
+        "cheap": upstreams["ok"].url,
+    }
+
+
+class FakeClock:
+    """A clock the test moves by hand; the proxy reads it from its own thread."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def ask(client: httpx.Client, content: str, **fields) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": content}], **fields}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_200_concurrent_requests_never_exceed_the_budgets(upstreams):
+    config = pool_config(pool_urls(upstreams))
+
+    async def send_all(url: str) -> list[tuple[int, httpx.Response]]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(
+            base_url=url, headers=AUTH, timeout=20, limits=limits
+        ) as client:
+
+            async def one(i: int) -> tuple[int, httpx.Response]:
+                body = {"messages": [{"role": "user", "content": f"question {i}"}]}
+                if i % 10 == 0:
+                    body["model"] = "strong"
+                return i, await client.post("/v1/chat/completions", json=body)
+
+            return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 40)
+
+    with LoopbackServer(create_app(config, quality_for(config))) as proxy:
+        results = asyncio.run(send_all(proxy.url))
+        metrics = httpx.get(f"{proxy.url}/metrics", headers=AUTH, timeout=5).json()
+
+    statuses = [response.status_code for _, response in results]
+    unexpected = [(i, r.status_code, r.text) for i, r in results if r.status_code not in (200, 429)]
+    assert len(results) == 200 and not unexpected
+    assert set(statuses) == {200, 429}  # some served, some over budget
+    charged = Decimal(0)
+    for i, response in results:
+        if response.status_code == 429:
+            assert response.json()["error"]["type"] == "budget_exhausted"
+            assert int(response.headers["retry-after"]) >= 1
+            continue
+        model = response.headers["x-winnow-model"]
+        assert model == response.json()["model"]
+        assert (model == "strong") if i % 10 == 0 else (model in {"strong", "cheap"})
+        charged += Decimal(response.headers["x-winnow-cost"])
+
+    # Every request was answered exactly once, and nothing is left held.
+    assert sum(metrics["requests"]["responses"].values()) == 200
+    assert metrics["requests"]["responses"] == {str(s): statuses.count(s) for s in (200, 429)}
+    budget = metrics["budget"]
+    assert budget["open_reservations"] == 0
+    assert all(m["in_flight"] == 0 for m in metrics["models"].values())
+    # The failing and the slow upstream's requests moved to other models.
+    assert metrics["models"]["flaky"]["errors"] > 0 and metrics["models"]["flaky"]["served"] == 0
+    assert metrics["models"]["slow"]["errors"] > 0 and metrics["models"]["slow"]["served"] == 0
+    assert metrics["requests"]["fallbacks"] >= metrics["models"]["flaky"]["errors"]
+    served = {name: m["served"] for name, m in metrics["models"].items()}
+    assert sum(served.values()) == statuses.count(200)
+
+    # The budgets held: per window, per day, and for what clients were charged.
+    assert budget["windows_opened"] >= 200 // config.max_batch
+    assert budget["peak_window_usd"] <= config.budget_per_window
+    assert budget["peak_day_usd"] <= config.budget_per_day
+    for window in budget["windows"]:
+        assert window["reserved_usd"] == 0
+        assert window["settled_usd"] <= config.budget_per_window
+    (today,) = budget["days"]
+    assert float(charged) <= today["settled_usd"] + 1e-12
+    assert today["settled_usd"] <= config.budget_per_day
+    # max_tokens was enforced on every forwarded call.
+    for name in ("ok", "fail", "slow"):
+        assert {body["max_tokens"] for body in upstreams[name].app.state.bodies} == {CAP}
+
+
+def test_auth_size_streaming_and_unknown_models_are_refused(upstreams):
+    config = pool_config(pool_urls(upstreams))
+    with (
+        LoopbackServer(create_app(config, quality_for(config))) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            assert client.get("/metrics", headers=headers).status_code == 401
+            assert client.get("/v1/models", headers=headers).status_code == 401
+            response = client.post("/v1/chat/completions", headers=headers, json={})
+            assert response.status_code == 401
+            assert response.json()["error"]["type"] == "authentication_error"
+
+        client.headers.update(AUTH)
+        models = client.get("/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["flaky", "slow", "strong", "cheap"]
+
+        response = ask(client, "x" * 5000)
+        assert response.status_code == 413 and "4096 bytes" in response.json()["error"]["message"]
+        response = ask(client, "hi", stream=True)
+        assert response.status_code == 400
+        assert "streaming is not supported" in response.json()["error"]["message"]
+        response = ask(client, "hi", model="gpt-9")
+        assert response.status_code == 400
+        assert "flaky, slow, strong, cheap" in response.json()["error"]["message"]
+        response = ask(client, "hi", model="strong", n=10_000)
+        assert response.status_code == 400 and "lower max_tokens" in response.text
+
+        # A named model is used as asked, with max_tokens clamped to the cap.
+        response = ask(client, "hi", model="strong", max_tokens=10_000)
+        assert response.status_code == 200
+        assert response.headers["x-winnow-model"] == response.json()["model"] == "strong"
+        assert upstreams["ok"].app.state.bodies[-1]["max_tokens"] == CAP
+        price = TokenPrice.from_usd(2e-6, 4e-6)
+        expected = call_cost(UPSTREAM_PROMPT_TOKENS, CAP // 2, price)
+        assert response.headers["x-winnow-cost"] == format_usd(expected)
+
+        # A named model is never swapped for another: its failure is a 502.
+        response = ask(client, "hi", model="flaky")
+        assert response.status_code == 502 and "flaky: HTTP 500" in response.text
+
+        metrics = client.get("/metrics").json()
+        assert metrics["requests"]["rejected"] == 3 + 4
+        assert metrics["requests"]["responses"] == {
+            "200": 1,
+            "400": 3,
+            "401": 3,
+            "413": 1,
+            "502": 1,
+        }
+
+
+def test_usage_above_the_reservation_is_charged_the_reservation(upstreams):
+    config = pool_config({"cheap": upstreams["over"].url})
+    with (
+        LoopbackServer(create_app(config, ConstantQuality([0.5]))) as proxy,
+        httpx.Client(base_url=proxy.url, headers=AUTH, timeout=10) as client,
+    ):
+        response = ask(client, "hi")
+        metrics = client.get("/metrics").json()
+    assert response.status_code == 200
+    assert metrics["requests"]["usage_anomalies"] == 1
+    (window,) = metrics["budget"]["windows"]
+    assert Decimal(response.headers["x-winnow-cost"]) == Decimal(str(window["settled_usd"]))
+
+
+class WrongWidthQuality:
+    """A quality model with one column too few: routing fails, yet every request is answered."""
+
+    def predict(self, prompts):
+        return np.full((len(prompts), 1), 0.5), np.zeros((len(prompts), 1))
+
+
+def test_a_failing_quality_model_answers_500_and_the_proxy_keeps_serving(upstreams):
+    config = pool_config({"strong": upstreams["ok"].url, "cheap": upstreams["ok"].url})
+    with (
+        LoopbackServer(create_app(config, WrongWidthQuality())) as proxy,
+        httpx.Client(base_url=proxy.url, headers=AUTH, timeout=10) as client,
+    ):
+        routed = ask(client, "hi")
+        named = ask(client, "hi", model="cheap")
+        metrics = client.get("/metrics").json()
+    assert routed.status_code == 500 and "see the proxy's log" in routed.text
+    assert named.status_code == 200 and named.headers["x-winnow-model"] == "cheap"
+    assert metrics["budget"]["open_reservations"] == 0
+
+
+def test_the_daily_budget_resets_at_utc_midnight(upstreams):
+    # Output tokens only: each call reserves CAP * 1e-6 USD and settles half of that.
+    model = {
+        "name": "cheap",
+        "base_url": f"{upstreams['ok'].url}/v1",
+        "input_price_per_token": 0.0,
+        "output_price_per_token": 1e-6,
+        "capacity": 4,
+    }
+    config = pool_config(LOCAL, models=[model], budget_per_window=1.0, budget_per_day=50e-6)
+    clock = FakeClock(datetime(2024, 3, 1, 23, 59, 0, tzinfo=timezone.utc))
+    app = create_app(config, ConstantQuality([0.5]), clock=clock)
+    with (
+        LoopbackServer(app) as proxy,
+        httpx.Client(base_url=proxy.url, headers=AUTH, timeout=10) as client,
+    ):
+        statuses = [ask(client, f"q{i}").status_code for i in range(3)]
+        refused = ask(client, "one more")
+        clock.now += timedelta(minutes=1, seconds=1)
+        after_midnight = ask(client, "a new day")
+        metrics = client.get("/metrics").json()
+
+    assert statuses == [200, 200, 429]  # 16 + 16 settled; 18 left < 32 worst case
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+    error = refused.json()["error"]
+    assert "daily budget" in error["message"] and error["day_resets_at"].startswith("2024-03-02T00")
+    assert after_midnight.status_code == 200
+    spent = {day["day"]: day["settled_usd"] for day in metrics["budget"]["days"]}
+    assert spent == pytest.approx({"2024-03-01": 32e-6, "2024-03-02": 16e-6})
+    assert metrics["today"] == "2024-03-02"
