@@ -242,9 +242,9 @@ def test_plot_forest_ribbon_returns_figure():
 
 @parametrize_with_checks(
     [
-        VForestRegressor(n_estimators=10, subsample_size=0.5),
-        VForestRegressor(n_estimators=10, subsample_size=0.5, variance="internal_corrected"),
-        VForestClassifier(n_estimators=10, subsample_size=0.5),
+        VForestRegressor(n_estimators=10),
+        VForestRegressor(n_estimators=10, variance="internal_corrected"),
+        VForestClassifier(n_estimators=10),
     ]
 )
 def test_sklearn_compatible(estimator, check):
@@ -277,6 +277,12 @@ def test_bad_parameters_fail_at_fit_with_clear_message(friedman, params, match):
     X, y = friedman
     with pytest.raises(ExplainInputError, match=match):
         VForestRegressor(**params).fit(X, y)
+
+
+def test_tree_parameters_are_validated_by_the_tree(friedman):
+    X, y = friedman
+    with pytest.raises(ValueError, match="'max_depth' parameter"):
+        VForestRegressor(n_estimators=3, max_depth=-1).fit(X, y)
 
 
 def test_bad_inputs_raise_sklearn_value_errors(friedman):
