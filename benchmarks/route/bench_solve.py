@@ -1,0 +1,212 @@
+"""Solve time of the batch assignment: winnow's solvers vs scipy's plain LP relaxation and MILP.
+
+Instances follow REFERENCES.md (route): m = 11 models, capacity 25% of the batch per model, one
+budget row. Model skill ~ U(0.3, 0.9) and ``quality = clip(skill + N(0, 0.15), 0, 1)``; price per
+model ~ lognormal(-6, 1) USD and ``cost = price * lognormal(0, 0.3)`` per query; the budget sits
+40% of the way from the cheapest assignment (each query's cheapest model) to the best-quality
+one (each query's best model). The robust solve adds ``sigma ~ U(0.02, 0.15)`` and gamma = 10.
+
+Timed on the same arrays, in one process, one thread (threadpoolctl; HiGHS runs serially):
+
+- ``milp``: :func:`assign_batch` at its default ``mip_rel_gap`` (1e-5);
+- ``milp_exact``: the same with ``mip_rel_gap=0`` (HiGHS' absolute gap 1e-6);
+- ``lp_round``: the rounded LP relaxation;
+- ``budgeted_robust``: :func:`assign_budgeted_robust`, gamma = 10, default gap;
+- ``lp_highs``: ``scipy.optimize.linprog(method="highs")`` on the LP relaxation in the textbook
+  sparse formulation (n * m columns; n assignment, m capacity and 1 budget rows): the reference;
+- ``naive_milp`` (1,000 x 11 only): ``scipy.optimize.milp`` on that formulation at HiGHS' default
+  gap (1e-4), the program REFERENCES timed at 1.7 s.
+
+Each method is timed ``repeats`` times per seed (3 at 1,000 queries, 1 at 10,000) and the fastest
+run counts; the summary takes the median over seeds, and ratios divide medians by ``lp_highs``'s.
+
+    .venv/bin/python benchmarks/route/bench_solve.py [--seeds 5] [--quick]
+
+Writes benchmarks/results/route_solve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.sparse as sp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from threadpoolctl import threadpool_limits
+
+from winnow.common.progress import track_progress
+from winnow.common.runs import atomic_write_text
+from winnow.route.assign import assign_batch, assign_budgeted_robust, check_assignment
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "route_solve.json"
+MODELS = 11
+GAMMA = 10.0
+GOAL_MS = {1000: 50.0, 10000: 1000.0}
+WINNOW = ("milp", "milp_exact", "lp_round", "budgeted_robust")
+
+
+def instance(n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    skill = rng.uniform(0.3, 0.9, MODELS)
+    quality = np.clip(skill + rng.normal(0.0, 0.15, (n, MODELS)), 0.0, 1.0)
+    price = np.exp(rng.normal(-6.0, 1.0, MODELS))
+    cost = price * np.exp(rng.normal(0.0, 0.3, (n, MODELS)))
+    cheapest = cost.min(axis=1).sum()
+    best_quality = cost[np.arange(n), quality.argmax(axis=1)].sum()
+    return {
+        "quality": quality,
+        "cost": cost,
+        "capacity": np.full(MODELS, int(np.ceil(0.25 * n))),
+        "budget": float(cheapest + 0.4 * (best_quality - cheapest)),
+        "sigma": rng.uniform(0.02, 0.15, (n, MODELS)),
+    }
+
+
+def textbook(batch: dict) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
+    """Rows: n assignment equalities, m capacities, 1 budget; columns: x[q, j] row-major."""
+    n, m = batch["quality"].shape
+    v = n * m
+    rows = np.concatenate([np.repeat(np.arange(n), m), n + np.tile(np.arange(m), n), [n + m] * v])
+    cols = np.tile(np.arange(v), 3)
+    values = np.concatenate([np.ones(2 * v), batch["cost"].ravel()])
+    matrix = sp.csr_array((values, (rows, cols)), shape=(n + m + 1, v))
+    lower = np.concatenate([np.ones(n), np.full(m + 1, -np.inf)])
+    upper = np.concatenate([np.ones(n), batch["capacity"], [batch["budget"]]])
+    return matrix, lower, upper
+
+
+def lp_highs(batch: dict) -> dict:
+    matrix, _, upper = textbook(batch)
+    n = len(batch["quality"])
+    result = linprog(
+        -batch["quality"].ravel(),
+        A_ub=matrix[n:],
+        b_ub=upper[n:],
+        A_eq=matrix[:n],
+        b_eq=upper[:n],
+        bounds=(0, 1),
+        method="highs",
+    )
+    return {"objective": -result.fun}
+
+
+def naive_milp(batch: dict) -> dict:
+    matrix, lower, upper = textbook(batch)
+    v = matrix.shape[1]
+    result = milp(
+        -batch["quality"].ravel(),
+        integrality=np.ones(v),
+        bounds=Bounds(0, 1),
+        constraints=LinearConstraint(matrix, lower, upper),
+    )
+    return {"objective": -result.fun, "mip_gap": result.mip_gap}
+
+
+def winnow(method: str, batch: dict) -> dict:
+    args = (batch["quality"], batch["cost"], batch["capacity"], batch["budget"])
+    if method == "budgeted_robust":
+        result = assign_budgeted_robust(args[0], batch["sigma"], *args[1:], GAMMA)
+    else:
+        gap = {"mip_rel_gap": 0.0} if method == "milp_exact" else {}
+        result = assign_batch(*args, method="lp_round" if method == "lp_round" else "milp", **gap)
+    assert not check_assignment(result.choice, *args[1:]), f"{method} broke a constraint"
+    return {"objective": result.objective, "bound": result.bound, "mip_gap": result.mip_gap}
+
+
+def timed(solve, repeats: int) -> dict:
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        outcome = solve()
+        best = min(best, time.perf_counter() - started)
+    return {"ms": 1000 * best, **outcome}
+
+
+def measure(n: int, seed: int, naive: bool) -> dict:
+    batch = instance(n, seed)
+    repeats = 3 if n <= 1000 else 1
+    row = {"n": n, "m": MODELS, "seed": seed, "budget": batch["budget"], "repeats": repeats}
+    for method in WINNOW:
+        row[method] = timed(lambda method=method: winnow(method, batch), repeats)
+    row["lp_highs"] = timed(lambda: lp_highs(batch), repeats)
+    if naive:
+        row["naive_milp"] = timed(lambda: naive_milp(batch), 1)
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    summary = {}
+    for n in sorted({row["n"] for row in rows}):
+        size = f"{n}x{MODELS}"
+        group = [row for row in rows if row["n"] == n]
+        methods = [key for key in (*WINNOW, "lp_highs", "naive_milp") if key in group[0]]
+        median = {key: float(np.median([row[key]["ms"] for row in group])) for key in methods}
+        summary[f"solve_ms_{size}"] = median["milp"]
+        summary[f"goal_ms_{size}"] = GOAL_MS.get(n)
+        summary[f"goal_met_{size}"] = median["milp"] < GOAL_MS.get(n, np.inf)
+        for key in methods:
+            summary[f"{key}_ms_{size}"] = median[key]
+            summary[f"{key}_over_lp_{size}"] = median[key] / median["lp_highs"]
+        for key in ("milp", "lp_round", "budgeted_robust"):
+            summary[f"{key}_max_mip_gap_{size}"] = max(row[key]["mip_gap"] for row in group)
+        summary[f"milp_exact_minus_milp_objective_max_{size}"] = max(
+            row["milp_exact"]["objective"] - row["milp"]["objective"] for row in group
+        )
+        if "naive_milp" in median:
+            summary[f"milp_exact_minus_naive_objective_min_{size}"] = min(
+                row["milp_exact"]["objective"] - row["naive_milp"]["objective"] for row in group
+            )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--quick", action="store_true", help="2 seeds of 1,000 queries, no naive")
+    args = parser.parse_args()
+    seeds, sizes = (2, [1000]) if args.quick else (args.seeds, args.sizes)
+    rows = []
+    with threadpool_limits(1):
+        winnow("milp", instance(200, 99))  # warm-up: imports and first HiGHS calls
+        with track_progress("route solve", total=seeds * len(sizes)) as bar:
+            for n in sizes:
+                for seed in range(seeds):
+                    rows.append(measure(n, seed, naive=n <= 1000 and not args.quick))
+                    bar.advance(1, n=n, milp_ms=rows[-1]["milp"]["ms"])
+    summary = summarise(rows)
+    payload = {
+        "benchmark": "route_solve",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cores": os.cpu_count(),
+            "threads": 1,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+        },
+        "config": {
+            "models": MODELS,
+            "sizes": sizes,
+            "seeds": seeds,
+            "capacity_share": 0.25,
+            "budget_position": 0.4,
+            "gamma": GAMMA,
+            "repeats": "3 at n <= 1000, else 1; fastest run per seed, median over seeds",
+        },
+        "rows": rows,
+        "summary": summary,
+    }
+    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

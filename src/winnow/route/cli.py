@@ -1,0 +1,58 @@
+"""``winnow route``: evaluate routers, solve one batch, or serve the routing proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from winnow.common.cli import (
+    CONFIG_OPTION,
+    OUT_OPTION,
+    QUIET_OPTION,
+    SET_OPTION,
+    config_from_flags,
+    user_errors,
+)
+
+app = typer.Typer(
+    help="Batch-level routing of LLM queries under cost, capacity and concurrency limits.",
+    no_args_is_help=True,
+)
+
+
+@app.command("eval")
+def evaluate(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Batch-level vs per-query routers on random, task-skewed and adversarial batch streams."""
+    from winnow.route.jobs import RouteEvalConfig, run_route_eval
+
+    with user_errors():
+        settings = config_from_flags(RouteEvalConfig, config, overrides)
+        report = run_route_eval(settings, root=out, quiet=quiet)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def solve(
+    batch: Path = typer.Argument(
+        ...,
+        help="CSV/Parquet: prompt, <model> = predicted quality, <model>|total_cost = cost in USD.",
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the assignment CSV."),
+    budget: float = typer.Option(None, help="Total USD the batch may cost (default: no limit)."),
+    capacity: list[str] = typer.Option(
+        None, help="Per-model limit MODEL=COUNT (repeatable); unlisted models are unlimited."
+    ),
+    defer: bool = typer.Option(False, help="Defer the least valuable queries when infeasible."),
+) -> None:
+    """Assign one batch of queries to models (exact MILP) and write one row per query."""
+    from winnow.route.solve import solve_batch_file
+
+    with user_errors():
+        summary = solve_batch_file(batch, output, budget, capacity or [], defer)
+    typer.echo(summary)

@@ -1,0 +1,71 @@
+"""Scoring routers on batch streams: realised accuracy, spend, and every broken limit.
+
+A router's decision for one batch is ``choice: [n_b]`` model indices, ``-1`` for a query it did
+not answer (deferred, or clipped by a hard budget); an unanswered query counts as wrong. Accuracy
+uses the *true* correctness, never the estimate the router saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BatchOutcome", "StreamScore", "score_batch", "score_stream"]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One batch: correct answers, spend, and how far it broke the budget and capacities."""
+
+    size: int
+    correct: float
+    spend: float
+    budget: float
+    overspend: float
+    capacity_excess: int
+
+
+@dataclass(frozen=True)
+class StreamScore:
+    """A router over a whole stream of batches."""
+
+    accuracy: float
+    spend_per_query: float
+    batches_over_budget: int
+    overspend: float
+    capacity_violations: int
+    unanswered: int
+
+
+def score_batch(
+    choice: np.ndarray, truth: np.ndarray, cost: np.ndarray, capacity: np.ndarray, budget: float
+) -> BatchOutcome:
+    """Score ``choice: [n_b]`` against ``truth, cost: [n_b, m]``, ``capacity: [m]``, ``budget``."""
+    answered = choice >= 0
+    rows = np.flatnonzero(answered)
+    picked = choice[answered]
+    spend = float(cost[rows, picked].sum())
+    loads = np.bincount(picked, minlength=truth.shape[1])
+    return BatchOutcome(
+        size=len(choice),
+        correct=float(truth[rows, picked].sum()),
+        spend=spend,
+        budget=budget,
+        overspend=max(0.0, spend - budget),
+        capacity_excess=int(np.maximum(loads - capacity, 0).sum()),
+    )
+
+
+def score_stream(outcomes: list[BatchOutcome], unanswered: int) -> StreamScore:
+    """Aggregate batch outcomes; spend over budget within 1e-9 relative is float noise."""
+    queries = sum(o.size for o in outcomes)
+    over = [o for o in outcomes if o.overspend > 1e-9 * max(o.budget, 1e-12)]
+    return StreamScore(
+        accuracy=sum(o.correct for o in outcomes) / queries,
+        spend_per_query=sum(o.spend for o in outcomes) / queries,
+        batches_over_budget=len(over),
+        overspend=float(sum(o.overspend for o in over)),
+        capacity_violations=sum(o.capacity_excess for o in outcomes),
+        unanswered=unanswered,
+    )

@@ -1,0 +1,81 @@
+"""The routing evaluation end to end on RouterBench, small, and the solve command."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from winnow.cli import app
+from winnow.route.evaluate import score_batch, score_stream
+
+runner = CliRunner()
+
+
+def test_score_batch_counts_violations():
+    truth = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    cost = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]])
+    outcome = score_batch(np.array([0, 0, -1]), truth, cost, np.array([1, 5]), budget=1.5)
+    assert outcome.correct == 1.0 and outcome.spend == 2.0
+    assert outcome.overspend == pytest.approx(0.5) and outcome.capacity_excess == 1
+    score = score_stream([outcome], unanswered=1)
+    assert score.accuracy == pytest.approx(1 / 3) and score.batches_over_budget == 1
+
+
+def test_eval_cli_on_routerbench(tmp_path):
+    args = ["route", "eval", "--out", str(tmp_path), "--quiet"]
+    for override in (
+        "budget_levels=[0.3]",
+        "streams=[random, adversarial]",
+        "kappa_grid=[0, 1]",
+        "gamma_grid=[0, 5]",
+        "batch_size=60",
+    ):
+        args += ["--set", override]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.iterdir()
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    rows = {(r["stream"], r["router"]): r for r in summary["rows"]}
+    for stream in ("random", "adversarial"):
+        for router in ("batch", "batch robust (box)", "batch robust (budgeted)", "oracle"):
+            assert rows[(stream, router)]["batches_over_budget"] == 0
+            assert rows[(stream, router)]["capacity_violations"] == 0
+        assert rows[(stream, "per-query clipped")]["batches_over_budget"] == 0
+        assert rows[(stream, "oracle")]["accuracy"] >= rows[(stream, "batch")]["accuracy"]
+    assert (run / "plots" / "route_accuracy_vs_budget.png").exists()
+    assert (run / "plots" / "route_batch_spend.png").exists()
+
+
+def test_solve_cli_writes_assignments(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "prompt": ["q1", "q2", "q3"],
+            "big": [0.9, 0.8, 0.7],
+            "small": [0.5, 0.6, 0.65],
+            "big|total_cost": [1.0, 1.0, 1.0],
+            "small|total_cost": [0.1, 0.1, 0.1],
+        }
+    )
+    batch = tmp_path / "batch.csv"
+    frame.to_csv(batch, index=False)
+    out = tmp_path / "assignment.csv"
+    result = runner.invoke(
+        app,
+        ["route", "solve", str(batch), "-o", str(out), "--budget", "1.3", "--capacity", "big=2"],
+    )
+    assert result.exit_code == 0, result.output
+    assigned = pd.read_csv(out)
+    assert assigned["cost"].sum() <= 1.3
+    assert assigned["model"].tolist() == ["big", "small", "small"]
+
+
+def test_solve_cli_rejects_bad_capacity(tmp_path):
+    frame = pd.DataFrame({"prompt": ["q"], "a": [0.5], "a|total_cost": [1.0]})
+    batch = tmp_path / "batch.csv"
+    frame.to_csv(batch, index=False)
+    result = runner.invoke(
+        app, ["route", "solve", str(batch), "-o", str(tmp_path / "o.csv"), "--capacity", "b=1"]
+    )
+    assert result.exit_code == 2 and "MODEL=COUNT" in result.output
