@@ -79,3 +79,31 @@ def test_solve_cli_rejects_bad_capacity(tmp_path):
         app, ["route", "solve", str(batch), "-o", str(tmp_path / "o.csv"), "--capacity", "b=1"]
     )
     assert result.exit_code == 2 and "MODEL=COUNT" in result.output
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from winnow.common.config import load_config
+    from winnow.route.jobs import RouteEvalConfig
+    from winnow.route.proxy_config import ServeConfig
+
+    configs = Path(__file__).resolve().parents[2] / "configs" / "route"
+    assert load_config(RouteEvalConfig, configs / "routerbench.yaml").batch_size == 50
+    serve = load_config(ServeConfig, configs / "proxy.yaml")
+    assert serve.quality_model().predict(["q"])[0].shape == (1, 2)
+
+
+def test_serve_cli_rejects_priors_that_miss_a_model(tmp_path):
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        "prior_quality: {a: 0.5}\n"
+        "proxy:\n  api_keys: [k]\n  budget_per_window: 1\n  budget_per_day: 2\n  models:\n"
+        "    - {name: a, base_url: 'http://127.0.0.1:9/v1', input_price_per_token: 0,"
+        " output_price_per_token: 0, capacity: 1}\n"
+        "    - {name: b, base_url: 'http://127.0.0.1:9/v1', input_price_per_token: 0,"
+        " output_price_per_token: 0, capacity: 1}\n"
+    )
+    result = runner.invoke(app, ["route", "serve", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "prior_quality needs exactly the pool models" in result.output

@@ -56,3 +56,17 @@ def solve(
     with user_errors():
         summary = solve_batch_file(batch, output, budget, capacity or [], defer)
     typer.echo(summary)
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML: proxy, prior_quality."),
+    overrides: list[str] = SET_OPTION,
+) -> None:
+    """Serve the OpenAI-compatible routing proxy (one process; Ctrl-C stops it)."""
+    from winnow.route.proxy_config import ServeConfig
+    from winnow.route.server import serve as run_server
+
+    with user_errors():
+        settings = config_from_flags(ServeConfig, config, overrides)
+    run_server(settings.proxy, settings.quality_model(), host=settings.host, port=settings.port)

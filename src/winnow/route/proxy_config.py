@@ -21,6 +21,7 @@ __all__ = [
     "PoolModel",
     "ProxyConfig",
     "QualityModel",
+    "ServeConfig",
 ]
 
 PROMPT_TOKEN_BOUNDS: dict[str, Callable[[str], int]] = {
@@ -118,3 +119,27 @@ class ConstantQuality:
         """``(p_hat, sigma)``, each ``[len(prompts), m]``: the priors repeated."""
         n = len(prompts)
         return np.tile(self.quality, (n, 1)), np.tile(self.sigma, (n, 1))
+
+
+class ServeConfig(Config):
+    """``winnow route serve``: the proxy, a quality prior per pool model, and where to listen."""
+
+    proxy: ProxyConfig
+    prior_quality: dict[str, float] = Field(
+        description="pool model name -> P(good answer), e.g. its offline accuracy"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _prior_per_model(self) -> ServeConfig:
+        names = [model.name for model in self.proxy.models]
+        if sorted(self.prior_quality) != sorted(names):
+            raise ValueError(f"prior_quality needs exactly the pool models {names}")
+        if not all(0 <= value <= 1 for value in self.prior_quality.values()):
+            raise ValueError("prior_quality values must lie in [0, 1]")
+        return self
+
+    def quality_model(self) -> ConstantQuality:
+        """The priors in pool order."""
+        return ConstantQuality([self.prior_quality[model.name] for model in self.proxy.models])
