@@ -56,7 +56,7 @@ def solve_batch_file(
         }
     )
     with atomic_path(output) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, float_format="%.10g")
     return (
         f"assigned {int(served.sum())} of {data.n_queries} queries, expected correct "
         f"{result.objective:.3f}, cost ${result.cost:.6f}, deferred {len(result.deferred)}; "
