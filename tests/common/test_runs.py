@@ -97,3 +97,8 @@ def test_to_jsonable_nested():
 def test_markdown_table_escapes_pipes_and_handles_empty():
     assert "a\\|b" in markdown_table([{"x": "a|b"}])
     assert "no rows" in markdown_table([])
+
+
+def test_atomic_write_leaves_a_readable_file(tmp_path):
+    path = atomic_write_text(tmp_path / "shared.txt", "x")
+    assert path.stat().st_mode & 0o777 == 0o644
