@@ -19,7 +19,7 @@ from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir
-from winnow.route.assign import assign_batch, assign_budgeted_robust, robust_box
+from winnow.route.assign import assign_batch
 from winnow.route.baselines import (
     best_single_model,
     calibrate_lambda,
@@ -39,6 +39,7 @@ from winnow.route.datasets import (
     strip_prefixes,
 )
 from winnow.route.evaluate import BatchOutcome, StreamScore, score_batch, score_stream
+from winnow.route.robust import assign_budgeted_robust, robust_box
 
 __all__ = ["RouteEvalConfig", "evaluate_routers", "route_eval_section", "run_route_eval"]
 
