@@ -44,6 +44,8 @@ def test_eval_cli_on_routerbench(tmp_path):
             assert rows[(stream, router)]["capacity_violations"] == 0
         assert rows[(stream, "per-query clipped")]["batches_over_budget"] == 0
         assert rows[(stream, "oracle")]["accuracy"] >= rows[(stream, "batch")]["accuracy"]
+    assert len(summary["calibration"]) == 11
+    assert all(0 <= c["ece"] <= 1 and 0 <= c["brier"] <= 1 for c in summary["calibration"])
     assert (run / "plots" / "route_accuracy_vs_budget.png").exists()
     assert (run / "plots" / "route_batch_spend.png").exists()
 

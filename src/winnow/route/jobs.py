@@ -93,6 +93,7 @@ class Traffic:
     truth: np.ndarray
     cost: np.ndarray
     tasks: np.ndarray
+    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,9 @@ def prepare_traffic(config: RouteEvalConfig, quiet: bool) -> tuple[Traffic, Traf
     traffic = []
     for data, x in ((train, x_train), (val, x_val), (test, x_test)):
         p_hat, sigma = estimator.predict(x)
-        traffic.append(Traffic(p_hat, sigma, data.quality, data.cost, np.asarray(data.tasks)))
+        traffic.append(
+            Traffic(p_hat, sigma, data.quality, data.cost, np.asarray(data.tasks), data.models)
+        )
     return tuple(traffic)
 
 
@@ -282,11 +285,15 @@ SPEND_TRACE_ROUTERS = ("batch", "per-query")
 
 def evaluate_routers(
     config: RouteEvalConfig, quiet: bool = False
-) -> tuple[list[dict], dict[str, list[BatchOutcome]]]:
-    """One row per (stream, budget level, router) with accuracy, spend and violations, and the
+) -> tuple[list[dict], dict[str, list[BatchOutcome]], list[dict]]:
+    """One row per (stream, budget level, router) with accuracy, spend and violations; the
     per-batch outcomes of the batch and per-query routers on the adversarial stream at the
-    middle budget level (for the spend plot)."""
+    middle budget level (for the spend plot); and the estimator's calibration on test queries
+    per model (ECE, Brier)."""
+    from winnow.route.estimators import calibration_report
+
     train, val, test = prepare_traffic(config, quiet)
+    calibration = calibration_report(test.p_hat, test.truth, test.models)
     rows = []
     middle = config.budget_levels[len(config.budget_levels) // 2]
     traces: dict[str, list[BatchOutcome]] = {}
@@ -310,14 +317,14 @@ def evaluate_routers(
             if level == middle:
                 for router in SPEND_TRACE_ROUTERS:
                     traces[router] = replay_stream(router, test, "adversarial", knobs, config)[0]
-    return rows, traces
+    return rows, traces, calibration
 
 
 def route_eval_section(config: RouteEvalConfig, run: RunDir, quiet: bool = False) -> ReportSection:
     """Evaluate, plot accuracy vs budget per stream, and summarise batch vs per-query."""
     from winnow.route.plots import plot_accuracy_vs_budget, plot_batch_spend
 
-    rows, traces = evaluate_routers(config, quiet)
+    rows, traces, calibration = evaluate_routers(config, quiet)
     plot = run.save_plot(plot_accuracy_vs_budget(rows, config.streams), "route_accuracy_vs_budget")
     spend_plot = run.save_plot(plot_batch_spend(traces), "route_batch_spend")
     gains = _batch_vs_per_query(rows)
@@ -343,13 +350,18 @@ def route_eval_section(config: RouteEvalConfig, run: RunDir, quiet: bool = False
         "*clipped* stops answering when a batch's money runs out (unanswered = wrong).\n\n"
         f"![accuracy vs budget](plots/{plot.name})\n\n"
         f"![spend per batch](plots/{spend_plot.name})\n\n"
-        "Batch-level minus per-query (clipped) accuracy, per stream and budget:\n\n"
+        f"Calibration of `{config.estimator.kind}` on the test queries (mean Brier "
+        f"{np.mean([c['brier'] for c in calibration]):.4f}, mean ECE "
+        f"{np.mean([c['ece'] for c in calibration]):.4f}):\n\n"
+        + markdown_table(calibration, digits=3)
+        + "\nBatch-level minus per-query (clipped) accuracy, per stream and budget:\n\n"
         + markdown_table(gains, digits=3)
         + "\n<details><summary>All routers</summary>\n\n"
         + markdown_table(table, digits=4)
         + "\n</details>\n"
     )
-    return ReportSection(markdown, {"rows": rows, "batch_vs_per_query": gains})
+    summary = {"rows": rows, "batch_vs_per_query": gains, "calibration": calibration}
+    return ReportSection(markdown, summary)
 
 
 def _batch_vs_per_query(rows: list[dict]) -> list[dict]:
