@@ -323,3 +323,9 @@ def test_input_errors_name_the_argument(changes, message):
     arguments = {**GOOD, **changes}
     with pytest.raises(RouteInputError, match=message):
         assign_batch(**arguments)
+
+
+def test_subnormal_budget_with_free_models():
+    """Hypothesis found a 5e-324 budget with all-zero costs dividing by a zero scale."""
+    result = assign_batch(np.zeros((2, 3)), np.zeros((2, 3)), None, 5e-324)
+    assert (result.choice >= 0).all() and result.cost == 0.0

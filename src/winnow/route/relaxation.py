@@ -110,7 +110,12 @@ def make_program(score, cost, capacity, budget, scale, deviation=None, gamma=0.0
 
 
 def cost_scale(cost: np.ndarray, budget: float) -> float:
-    if np.isfinite(budget) and budget > 0:
+    """Dollars per solver unit: the budget per query, else the mean positive cost, else 1.
+
+    A subnormal budget (hypothesis found 5e-324) would give a zero scale, so such budgets fall
+    through to the cost-based scale.
+    """
+    if np.isfinite(budget) and budget / cost.shape[0] >= np.finfo(float).tiny:
         return budget / cost.shape[0]
     positive = cost[cost > 0]
     return float(positive.mean()) if positive.size else 1.0
