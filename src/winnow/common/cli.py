@@ -20,6 +20,7 @@ __all__ = [
     "QUIET_OPTION",
     "SET_OPTION",
     "config_from_flags",
+    "run_config_job",
     "user_errors",
 ]
 
@@ -46,3 +47,10 @@ def user_errors() -> Iterator[None]:
 def config_from_flags(model: type[BaseModel], config: Path | None, overrides: list[str] | None):
     """Load ``model`` from ``--config`` and ``--set`` flags (raises ConfigError on bad input)."""
     return load_config(model, config, overrides or [])
+
+
+def run_config_job(model: type[BaseModel], config: Path | None, overrides, job) -> None:
+    """Load ``model`` from the flags, run ``job(settings) -> report path``, print the path."""
+    with user_errors():
+        report = job(config_from_flags(model, config, overrides))
+    typer.echo(f"report: {report}")

@@ -11,8 +11,7 @@ from winnow.common.cli import (
     OUT_OPTION,
     QUIET_OPTION,
     SET_OPTION,
-    config_from_flags,
-    user_errors,
+    run_config_job,
 )
 
 app = typer.Typer(
@@ -24,10 +23,9 @@ app = typer.Typer(
 def _run(job: str, config: Path | None, overrides: list[str] | None, out: Path, quiet: bool):
     from winnow.explain.jobs import JOBS, run_job
 
-    with user_errors():
-        settings = config_from_flags(JOBS[job][0], config, overrides)
-        report = run_job(job, settings, root=out, quiet=quiet)
-    typer.echo(f"report: {report}")
+    run_config_job(
+        JOBS[job][0], config, overrides, lambda s: run_job(job, s, root=out, quiet=quiet)
+    )
 
 
 @app.command()

@@ -12,6 +12,7 @@ from winnow.common.cli import (
     QUIET_OPTION,
     SET_OPTION,
     config_from_flags,
+    run_config_job,
     user_errors,
 )
 
@@ -31,10 +32,9 @@ def evaluate(
     """Batch-level vs per-query routers on random, task-skewed and adversarial batch streams."""
     from winnow.route.jobs import RouteEvalConfig, run_route_eval
 
-    with user_errors():
-        settings = config_from_flags(RouteEvalConfig, config, overrides)
-        report = run_route_eval(settings, root=out, quiet=quiet)
-    typer.echo(f"report: {report}")
+    run_config_job(
+        RouteEvalConfig, config, overrides, lambda s: run_route_eval(s, root=out, quiet=quiet)
+    )
 
 
 @app.command()
