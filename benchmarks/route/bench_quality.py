@@ -185,6 +185,32 @@ def summarise(rows: list[dict], allocation: list[dict], estimators, streams, lev
     }
 
 
+def build_payload(rows, allocation, seeds, estimators, levels, streams) -> dict:
+    done = {row["seed"] for row in rows}
+    return {
+        "benchmark": "route_quality",
+        "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "threads": 1},
+        "config": {
+            "seeds": len(seeds),
+            "seeds_finished": len(done),
+            "estimators": estimators,
+            "budget_levels": levels,
+            "streams": streams,
+            "features": "tfidf",
+            "batch_size": 50,
+            "capacity_share": 0.25,
+            "allocation": {
+                "gpus_per_instance": OPEN_MODELS,
+                "concurrency": CONCURRENCY,
+                "total_gpus": TOTAL_GPUS,
+            },
+        },
+        "rows": rows,
+        "allocation": allocation,
+        "summary": summarise(rows, allocation, estimators, streams, levels),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -213,29 +239,10 @@ def main() -> None:
 
                 columns = open_model_columns(load_routerbench("test").models)
                 allocation.append(allocation_row(train, test, columns, seed))
+            # Written after every seed x estimator, so a long run cut short keeps what it finished.
+            payload = build_payload(rows, allocation, seeds, estimators, levels, streams)
+            atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
             bar.advance(1, seed=seed, estimator=estimator)
-    payload = {
-        "benchmark": "route_quality",
-        "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "threads": 1},
-        "config": {
-            "seeds": len(seeds),
-            "estimators": estimators,
-            "budget_levels": levels,
-            "streams": streams,
-            "features": "tfidf",
-            "batch_size": 50,
-            "capacity_share": 0.25,
-            "allocation": {
-                "gpus_per_instance": OPEN_MODELS,
-                "concurrency": CONCURRENCY,
-                "total_gpus": TOTAL_GPUS,
-            },
-        },
-        "rows": rows,
-        "allocation": allocation,
-        "summary": summarise(rows, allocation, estimators, streams, levels),
-    }
-    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload["summary"], indent=1))
 
 

@@ -1,0 +1,66 @@
+"""``winnow distill``: train a teacher/student pair, distil on-policy with TIP, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from winnow.common.cli import (
+    CONFIG_OPTION,
+    OUT_OPTION,
+    QUIET_OPTION,
+    SET_OPTION,
+    config_from_flags,
+    run_config_job,
+    user_errors,
+)
+
+app = typer.Typer(
+    help="On-policy distillation of LLMs with TIP token selection.", no_args_is_help=True
+)
+
+
+@app.command()
+def sft(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Train a competent teacher and a weaker student on a synthetic task (CPU, minutes)."""
+    from winnow.distill.config import SftConfig
+    from winnow.distill.jobs import run_sft
+
+    run_config_job(SftConfig, config, overrides, lambda s: run_sft(s, root=out, quiet=quiet))
+
+
+@app.command()
+def train(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """On-policy distillation, one training run per selector arm; works under accelerate launch."""
+    from winnow.distill.config import TrainConfig
+    from winnow.distill.jobs import run_train
+
+    with user_errors():
+        report = run_train(config_from_flags(TrainConfig, config, overrides), out, quiet)
+    if report is not None:
+        typer.echo(f"report: {report}")
+
+
+@app.command("eval")
+def evaluate(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Greedy held-out accuracy of one model: --set model.path=runs/<run>/students/<arm>."""
+    from winnow.distill.config import EvalJobConfig
+    from winnow.distill.jobs import run_eval
+
+    run_config_job(EvalJobConfig, config, overrides, lambda s: run_eval(s, root=out, quiet=quiet))

@@ -1,0 +1,176 @@
+"""Typed configs of the distill jobs: every default in one place, saved with every run.
+
+``TrainConfig`` drives ``winnow distill train`` (on-policy distillation, one run per selector arm);
+``SftConfig`` drives ``winnow distill sft`` (a competent teacher and a weak student for CPU runs).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from winnow.common.config import Config
+from winnow.distill.models import TinyModelConfig
+from winnow.distill.tokens import SelectorConfig
+
+__all__ = [
+    "DivergenceConfig",
+    "EvalConfig",
+    "EvalJobConfig",
+    "ModelRef",
+    "OptimConfig",
+    "RolloutConfig",
+    "SftConfig",
+    "SftModelConfig",
+    "TaskConfig",
+    "TrainConfig",
+]
+
+DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd"]
+
+
+class ModelRef(Config):
+    """A causal LM by hub id or local folder (``save_pretrained`` layout, tokenizer included)."""
+
+    path: str = Field(description="hub id (e.g. Qwen/Qwen3-0.6B) or a local folder")
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+
+
+class TaskConfig(Config):
+    """The verifiable task: synthetic addition (CPU) or math word problems from JSONL."""
+
+    name: Literal["addition", "math"] = "addition"
+    digits: list[int] = Field(
+        default_factory=lambda: [3],
+        min_length=1,
+        description="addition: operand digit counts in the pool (difficulty buckets)",
+    )
+    path: str | None = Field(None, description="math: JSONL file with 'problem' and 'answer'")
+    train_problems: int = Field(4000, ge=1, description="size of the training prompt pool")
+    test_problems: int = Field(256, ge=1, description="held-out problems for evaluation")
+
+    @model_validator(mode="after")
+    def _math_needs_a_file(self):
+        if self.name == "math" and not self.path:
+            raise ValueError("task 'math' reads problems from a JSONL file; set task.path")
+        return self
+
+    def build_kwargs(self) -> dict:
+        """Keyword arguments for :func:`winnow.distill.tasks.build_task`."""
+        if self.name == "math":
+            return {"path": self.path}
+        return {"digits": tuple(self.digits)}
+
+
+class RolloutConfig(Config):
+    """How the student samples its own responses."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    samples_per_prompt: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+
+class DivergenceConfig(Config):
+    """The per-token divergence trained on, and the one TIP scores positions with."""
+
+    kind: DivergenceKind = "forward_kl"
+    beta: float = Field(0.5, ge=0, le=1, description="jsd mixture weight (TRL's convention)")
+    temperature: float = Field(1.0, gt=0)
+    selection_kind: DivergenceKind | None = Field(
+        None, description="divergence used to score positions for TIP; default: same as kind"
+    )
+    chunk_size: int = Field(1024, ge=1, description="rows per vocabulary-sized logits chunk")
+    reduction: Literal["token", "sequence"] = Field(
+        "token", description="average over kept tokens, or within each rollout first"
+    )
+
+
+class OptimConfig(Config):
+    """AdamW with gradient clipping and accumulation."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    accumulation_steps: int = Field(1, ge=1, description="rollout batches per optimizer step")
+
+
+class EvalConfig(Config):
+    """Greedy evaluation on held-out problems."""
+
+    every: int = Field(50, ge=1, description="optimizer steps between evaluations")
+    max_new_tokens: int = Field(8, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class TrainConfig(Config):
+    """``winnow distill train``: on-policy distillation, one training run per selector arm."""
+
+    seed: int = 0
+    student: ModelRef = ModelRef(path="models/arith/student")
+    teacher: ModelRef = ModelRef(path="models/arith/teacher")
+    task: TaskConfig = TaskConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
+    arms: dict[str, SelectorConfig] = Field(
+        default_factory=lambda: {"all": SelectorConfig()},
+        min_length=1,
+        description="named token selectors; each arm trains a fresh copy of the student",
+    )
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    steps: int = Field(200, ge=1, description="optimizer steps per arm")
+    prompts_per_step: int = Field(64, ge=1, description="prompts per rollout batch (per process)")
+    checkpoint_every: int = Field(0, ge=0, description="0 = only the final checkpoint")
+    resume_from: str | None = Field(
+        None, description="a checkpoint folder <run>/checkpoints/<arm>/step-N; one arm only"
+    )
+    mixed_precision: Literal["auto", "no", "bf16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, else float32"
+    )
+    cpu: bool = Field(False, description="force CPU even when a GPU is present")
+
+    @model_validator(mode="after")
+    def _resume_is_one_arm(self):
+        if self.resume_from and len(self.arms) != 1:
+            raise ValueError(
+                "resume_from continues one arm; keep only that arm in arms "
+                f"(got {len(self.arms)}: {', '.join(self.arms)})"
+            )
+        return self
+
+
+class SftModelConfig(Config):
+    """One model trained by ``winnow distill sft``: its architecture and training budget."""
+
+    architecture: TinyModelConfig = TinyModelConfig()
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+
+
+class SftConfig(Config):
+    """``winnow distill sft``: a competent teacher and a weaker student on the same tokenizer."""
+
+    seed: int = 0
+    task: TaskConfig = TaskConfig()
+    output_dir: str = Field(
+        "models/arith", description="teacher/ and student/ are saved here (save_pretrained)"
+    )
+    teacher: SftModelConfig = SftModelConfig(
+        architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=1500
+    )
+    student: SftModelConfig = SftModelConfig(
+        architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=150
+    )
+    eval: EvalConfig = EvalConfig()
+
+
+class EvalJobConfig(Config):
+    """``winnow distill eval``: greedy accuracy of one model on held-out problems."""
+
+    model: ModelRef = ModelRef(path="models/arith/student")
+    task: TaskConfig = TaskConfig()
+    eval: EvalConfig = EvalConfig()

@@ -1,0 +1,261 @@
+"""The distill jobs behind the CLI: SFT of a teacher/student pair, OPD training, evaluation.
+
+Each job composes the library parts (tasks, models, trainer, plots) and writes one run folder:
+config, metrics, plots and a report. ``train_section`` trains every selector arm into a given
+run and returns a report section, so ``winnow distill train`` and the demo share it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from winnow.common.progress import track_progress
+from winnow.common.report import ReportSection, markdown_table
+from winnow.common.runs import RunDir
+from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
+from winnow.distill.evaluate import evaluate_greedy
+
+__all__ = ["run_eval", "run_sft", "run_train", "train_section"]
+
+
+def _task(config: TaskConfig):
+    from winnow.distill.tasks import build_task
+
+    return build_task(config.name, **config.build_kwargs())
+
+
+def load_pair(config: TrainConfig):
+    """Student, teacher and their shared tokenizer; refuses mismatched tokenizers."""
+    from winnow.distill.models import check_same_tokenizer, load_model
+
+    student, tokenizer = load_model(config.student.path, dtype=config.student.dtype)
+    teacher, teacher_tokenizer = load_model(config.teacher.path, dtype=config.teacher.dtype)
+    check_same_tokenizer(tokenizer, teacher_tokenizer)
+    return student, teacher, tokenizer
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def train_section(
+    config: TrainConfig, run: RunDir | None, quiet: bool = False, accelerator=None
+) -> ReportSection:
+    """Train each arm of ``config`` from the same student; plots and report into ``run``.
+
+    ``run`` is None on the non-main processes of a data-parallel launch: they train but write
+    nothing except their share of each checkpoint.
+    """
+    from winnow.distill.plots import accuracy_curves, selection_scatter, training_curves
+    from winnow.distill.trainer import OnPolicyDistiller, make_accelerator
+
+    task = _task(config.task)
+    accelerator = accelerator or make_accelerator(config)
+    checkpoints = _shared_folder(accelerator, run, "checkpoints")
+    histories, scatter = {}, None
+    for arm, selector in config.arms.items():
+        student, teacher, tokenizer = load_pair(config)
+        distiller = OnPolicyDistiller(
+            student, teacher, tokenizer, task, config, selector, accelerator=accelerator
+        )
+        if config.resume_from:
+            distiller.load_checkpoint(config.resume_from)
+        with track_progress(f"OPD {arm}", config.steps, quiet or run is None) as bar:
+            bar.advance(distiller.step)
+
+            def log(row: dict, arm: str = arm, bar=bar) -> None:
+                if run is not None:
+                    step, metrics = row["step"], {k: v for k, v in row.items() if k != "step"}
+                    run.log_step(int(step), arm=arm, **metrics)
+                if row["step"] > 0:
+                    bar.advance(1, acc=row.get("eval_accuracy"), loss=row.get("loss"))
+
+            _train_with_checkpoints(distiller, config, checkpoints / arm, log)
+        histories[arm] = distiller.history
+        if run is not None:
+            _save_model(distiller.student, tokenizer, run.path / "students" / arm)
+            stats, kept = distiller.snapshot
+            scatter = scatter or run.save_plot(
+                selection_scatter(stats, kept, title=f"arm {arm}, first batch"),
+                f"selection_{arm}",
+            )
+        accelerator.free_memory()
+    if run is None:
+        return ReportSection("")
+    return _train_report(config, run, histories, accuracy_curves, training_curves, scatter)
+
+
+def _shared_folder(accelerator, run: RunDir | None, name: str) -> Path:
+    """``run/name`` on the main process, told to every process (checkpoints are collective)."""
+    from accelerate.utils import broadcast_object_list
+
+    holder = [str(run.path / name) if run is not None else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(holder)
+    return Path(holder[0])
+
+
+def _train_with_checkpoints(distiller, config: TrainConfig, folder: Path, log) -> None:
+    every = config.checkpoint_every or config.steps
+    while distiller.step < config.steps:
+        target = min(config.steps, (distiller.step // every + 1) * every)
+        distiller.train(target, on_step=log)
+        distiller.save_checkpoint(folder / f"step-{distiller.step:06d}")
+
+
+def _final_row(history: list[dict]) -> dict:
+    evals = [row for row in history if "eval_accuracy" in row]
+    steps = [row for row in history if "kept_fraction" in row]
+    mean = lambda key: sum(r[key] for r in steps) / max(len(steps), 1)  # noqa: E731
+    return {
+        "start accuracy": evals[0]["eval_accuracy"],
+        "final accuracy": evals[-1]["eval_accuracy"],
+        "best accuracy": max(r["eval_accuracy"] for r in evals),
+        "mean kept fraction": mean("kept_fraction"),
+        "kept in Q3": mean("kept_quadrant_fraction_q3"),
+        "loss mass Q3": mean("loss_mass_q3"),
+    }
+
+
+def _train_report(config, run, histories, accuracy_curves, training_curves, scatter):
+    accuracy = run.save_plot(accuracy_curves(histories), "accuracy_vs_step")
+    curves = run.save_plot(training_curves(histories), "training_curves")
+    rows = [{"arm": arm, **_final_row(history)} for arm, history in histories.items()]
+    summary = {row["arm"]: {k: v for k, v in row.items() if k != "arm"} for row in rows}
+    markdown = "\n".join(
+        [
+            f"On-policy distillation of `{config.student.path}` towards `{config.teacher.path}` "
+            f"on task `{config.task.name}` ({config.steps} steps of {config.prompts_per_step} "
+            f"prompts, divergence `{config.divergence.kind}`). Each arm starts from the same "
+            "student; accuracy is greedy on the same held-out problems.\n",
+            markdown_table(rows, digits=3),
+            f"\n![accuracy vs step](plots/{accuracy.name})\n",
+            f"![training curves](plots/{curves.name})\n",
+            "Entropy x divergence of every response position in the first rollout batch "
+            "(filled = kept, hollow = dropped):\n",
+            f"![selection](plots/{scatter.name})\n" if scatter else "",
+        ]
+    )
+    return ReportSection(markdown, summary)
+
+
+def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = False) -> Path | None:
+    """``winnow distill train``: one run folder with every arm; returns the report path."""
+    from winnow.distill.trainer import make_accelerator
+
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    run = RunDir("distill-train", root=root, seed=config.seed) if main else None
+    if run is not None:
+        run.write_config(config)
+    section = train_section(config, run, quiet, accelerator)
+    if run is None:
+        return None
+    run.write_summary(section.summary)
+    return run.write_report(f"# winnow distill train\n\n{section.markdown}", "distill train")
+
+
+# -- sft ------------------------------------------------------------------------------------------
+
+
+def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
+    """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
+    from winnow.distill.models import build_tiny_model, char_tokenizer
+    from winnow.distill.rollout import TransformersBackend
+    from winnow.distill.sft import supervised_finetune
+
+    run = RunDir("distill-sft", root=root, seed=config.seed)
+    run.write_config(config)
+    task = _task(config.task)
+    tokenizer = char_tokenizer(task.alphabet)
+    train = task.problems("train", config.task.train_problems, seed=config.seed)
+    test = task.problems("test", config.task.test_problems, seed=0)
+    rows, curves = [], {}
+    for role in ("teacher", "student"):
+        spec = getattr(config, role)
+        model = build_tiny_model(spec.architecture, tokenizer, seed=config.seed)
+        with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
+            curves[role] = supervised_finetune(
+                model,
+                tokenizer,
+                train,
+                steps=spec.steps,
+                batch_size=spec.batch_size,
+                lr=spec.lr,
+                seed=config.seed,
+                on_step=lambda row, bar=bar: bar.advance(1, loss=row["loss"]),
+            )
+        result = evaluate_greedy(
+            TransformersBackend(model, tokenizer), task, test, config.eval.max_new_tokens
+        )
+        folder = Path(config.output_dir) / role
+        _save_model(model, tokenizer, folder)
+        rows.append(
+            {
+                "model": role,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "steps": spec.steps,
+                "held-out accuracy": result.accuracy,
+                "saved to": str(folder),
+            }
+        )
+    plot = run.save_plot(_sft_loss_plot(curves), "sft_loss")
+    run.write_summary({row["model"]: row for row in rows})
+    markdown = (
+        "# winnow distill sft\n\nA teacher and a weaker student trained with teacher forcing "
+        f"on `{config.task.name}`; greedy accuracy on {len(test)} held-out problems.\n\n"
+        + markdown_table(rows, digits=3)
+        + f"\n![SFT loss](plots/{plot.name})\n"
+    )
+    return run.write_report(markdown, "distill sft")
+
+
+def _save_model(model, tokenizer, folder: Path) -> None:
+    """``save_pretrained`` into a temporary folder, then rename: never a half-written model."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def _sft_loss_plot(curves: dict[str, list[dict]]):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for role, rows in curves.items():
+        axis.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=role, lw=1)
+    axis.set(xlabel="step", ylabel="cross-entropy on answer tokens", yscale="log")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return figure
+
+
+# -- eval -----------------------------------------------------------------------------------------
+
+
+def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
+    """``winnow distill eval``: greedy accuracy of one model on held-out problems."""
+    from winnow.distill.models import load_model
+    from winnow.distill.rollout import TransformersBackend
+
+    run = RunDir("distill-eval", root=root, seed=0)
+    run.write_config(config)
+    policy, tokenizer = load_model(config.model.path, dtype=config.model.dtype)
+    task = _task(config.task)
+    problems = task.problems("test", config.task.test_problems, seed=0)
+    backend = TransformersBackend(policy, tokenizer)
+    result = evaluate_greedy(
+        backend, task, problems, config.eval.max_new_tokens, config.eval.batch_size
+    )
+    metrics = result.as_metrics()
+    run.write_summary(metrics)
+    rows = [{"metric": k, "value": v} for k, v in metrics.items()]
+    markdown = (
+        f"# winnow distill eval\n\n`{config.model.path}` on `{config.task.name}`, "
+        f"{result.count} held-out problems, greedy decoding.\n\n" + markdown_table(rows, digits=4)
+    )
+    return run.write_report(markdown, "distill eval")

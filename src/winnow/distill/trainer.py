@@ -1,0 +1,279 @@
+"""The on-policy distillation loop: rollout -> teacher scoring -> token selection -> loss -> step.
+
+One optimizer step reads top to bottom through named helpers. The student samples its own
+responses; the teacher and the student each run their decoder once over those sequences; TIP
+scores every response position chunk-wise without gradient and keeps a subset; the divergence
+and the output projection then run at the kept rows only, so the [tokens x vocabulary] logits
+are never held for backward.
+
+Built on accelerate: on one process it is a plain loop; under
+``accelerate launch --num_processes 2`` each process samples its own prompts and gradients are
+averaged (DDP; gloo on CPU); on GPUs the same code runs with FSDP from an accelerate config.
+
+Randomness is a pure function of ``(seed, step, shard)``, so a run resumed from a checkpoint
+re-draws exactly the prompts, rollouts and token selections it would have drawn, and a
+data-parallel run draws the same shards as one process accumulating over them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from winnow.common.runs import atomic_write_text
+from winnow.distill.config import TrainConfig
+from winnow.distill.evaluate import EvalResult, evaluate_greedy
+from winnow.distill.exceptions import DistillInputError
+from winnow.distill.models import hidden_states, output_weight
+from winnow.distill.objectives import opd_loss
+from winnow.distill.rollout import RolloutBatch, build_backend
+from winnow.distill.tasks import Task
+from winnow.distill.tokens import SelectorConfig, TokenStats, selection_summary
+
+__all__ = ["OnPolicyDistiller", "StudentBody", "make_accelerator", "step_seed"]
+
+_STATE_FILE = "trainer_state.json"
+
+
+def step_seed(*parts: int) -> int:
+    """A 32-bit seed that depends on every part, e.g. ``(seed, step, micro, process)``."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def make_accelerator(config: TrainConfig):
+    """An ``accelerate.Accelerator`` for ``config``: precision, accumulation, device."""
+    from accelerate import Accelerator
+
+    # Without a GPU, cpu=True is what lets accelerate start gloo data parallelism under a launcher.
+    cpu = config.cpu or not torch.cuda.is_available()
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=precision,
+        gradient_accumulation_steps=config.optim.accumulation_steps,
+    )
+
+
+class StudentBody(nn.Module):
+    """The student's decoder as the module that DDP/FSDP wraps: returns hidden states, no logits.
+
+    The output projection runs outside, at the kept rows only; its weight stays a parameter of
+    this module, so data-parallel wrappers still synchronise its gradient.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        return hidden_states(self.model, input_ids, attention_mask, position_ids)
+
+
+class OnPolicyDistiller:
+    """Trains ``student`` towards ``teacher`` on its own rollouts of ``task`` with one selector.
+
+    Parameters
+    ----------
+    student, teacher : causal LMs sharing ``tokenizer`` (check with
+        :func:`~winnow.distill.models.check_same_tokenizer` before).
+    task : prompts plus a verifier.
+    config : the run's :class:`~winnow.distill.config.TrainConfig`.
+    selector : which response positions carry the loss (TIP).
+    accelerator : an ``accelerate.Accelerator``; one is made from ``config`` when omitted.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        tokenizer,
+        task: Task,
+        config: TrainConfig,
+        selector: SelectorConfig,
+        accelerator=None,
+    ):
+        self.config, self.selector, self.task = config, selector, task
+        self.accelerator = accelerator or make_accelerator(config)
+        optimizer = torch.optim.AdamW(
+            student.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.body, self.optimizer = self.accelerator.prepare(StudentBody(student), optimizer)
+        self.student = self.accelerator.unwrap_model(self.body).model
+        self.teacher = teacher.to(self.accelerator.device).eval().requires_grad_(False)
+        self.backend = build_backend(config.rollout.backend, self.student, tokenizer)
+        # Checkpoints of one family may pad their output matrices to different sizes.
+        self.vocab_size = len(tokenizer)
+        self.train_pool = task.problems("train", config.task.train_problems, seed=config.seed)
+        # One fixed held-out set for every seed and arm, so their accuracies are comparable.
+        self.test_pool = task.problems("test", config.task.test_problems, seed=0)
+        self.step = 0
+        self.history: list[dict] = []
+        self.snapshot: tuple[TokenStats, Tensor] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def train(self, steps: int, on_step: Callable[[dict], None] | None = None) -> list[dict]:
+        """Run optimizer steps until ``self.step == steps``; return this call's metric rows.
+
+        Evaluates at step 0 (when starting fresh), every ``config.eval.every`` steps and at
+        ``config.steps``: a schedule of step numbers only, so stopping at a checkpoint and
+        resuming logs the same rows. ``on_step`` receives every row as it is made.
+        """
+        rows = []
+        if self.step == 0 and not self.history:
+            rows.append(self._record({"step": 0, **self.evaluate().as_metrics()}, on_step))
+        while self.step < steps:
+            metrics = self.train_step()
+            if self.step % self.config.eval.every == 0 or self.step == self.config.steps:
+                metrics |= self.evaluate().as_metrics()
+            rows.append(self._record(metrics, on_step))
+        return rows
+
+    def train_step(self) -> dict:
+        """One optimizer step over ``accumulation_steps`` rollout batches; returns its metrics."""
+        self.body.train()
+        parts = []
+        for micro in range(self.config.optim.accumulation_steps):
+            with self.accelerator.accumulate(self.body):
+                loss, metrics = self._micro_step(micro)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    metrics["grad_norm"] = float(
+                        self.accelerator.clip_grad_norm_(
+                            self.body.parameters(), self.config.optim.grad_clip
+                        )
+                    )
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            parts.append(metrics)
+        self.step += 1
+        return {"step": self.step, **self._mean_over_processes(parts)}
+
+    def evaluate(self) -> EvalResult:
+        """Greedy accuracy of the current student on the held-out problems."""
+        self.body.eval()
+        return evaluate_greedy(
+            self.backend,
+            self.task,
+            self.test_pool,
+            max_new_tokens=self.config.eval.max_new_tokens,
+            batch_size=self.config.eval.batch_size,
+        )
+
+    # -- one rollout batch ------------------------------------------------------------------------
+
+    def _micro_step(self, micro: int) -> tuple[Tensor, dict]:
+        # A shard is one rollout batch of a step: 2 processes x 1 micro-batch draw the same
+        # shards as 1 process x 2 micro-batches, so both runs take the same optimizer steps.
+        shard = micro * self.accelerator.num_processes + self.accelerator.process_index
+        seed = (self.config.seed, self.step, shard)
+        problems = self._draw_problems(step_seed(*seed, 0))
+        batch = self._rollout([p.prompt for p in problems], step_seed(*seed, 1))
+        generator = torch.Generator().manual_seed(step_seed(*seed, 2))
+        divergence = self.config.divergence
+        step = opd_loss(
+            self.body,
+            output_weight(self.student, self.vocab_size),
+            partial(hidden_states, self.teacher),
+            output_weight(self.teacher, self.vocab_size),
+            batch,
+            self.selector,
+            generator,
+            divergence=self._divergence_args(divergence.kind),
+            selection_divergence=self._divergence_args(
+                divergence.selection_kind or divergence.kind
+            ),
+            reduction=divergence.reduction,
+        )
+        if self.snapshot is None:
+            self.snapshot = (step.stats, step.kept.cpu())
+        rewards = [
+            self.task.verify(problems[int(i)], text)
+            for i, text in zip(batch.problem_index, batch.responses, strict=True)
+        ]
+        metrics = {
+            "loss": float(step.loss.detach()),
+            "train_reward": float(np.mean(rewards)),
+            "response_tokens": len(step.stats.entropy),
+            **selection_summary(step.stats, step.kept.cpu(), step.per_token.detach().cpu()),
+        }
+        return step.loss, metrics
+
+    def _draw_problems(self, seed: int) -> list:
+        rng = np.random.default_rng(seed)
+        size = self.config.prompts_per_step
+        replace = size > len(self.train_pool)
+        return [self.train_pool[i] for i in rng.choice(len(self.train_pool), size, replace)]
+
+    def _rollout(self, prompts: list[str], seed: int) -> RolloutBatch:
+        self.student.eval()
+        rollout = self.config.rollout
+        batch = self.backend.sample(
+            prompts,
+            n=rollout.samples_per_prompt,
+            temperature=rollout.temperature,
+            top_p=rollout.top_p,
+            max_new_tokens=rollout.max_new_tokens,
+            seed=seed,
+        )
+        self.student.train()
+        return batch.to(self.accelerator.device)
+
+    def _divergence_args(self, kind: str) -> dict:
+        divergence = self.config.divergence
+        return {
+            "kind": kind,
+            "beta": divergence.beta,
+            "temperature": divergence.temperature,
+            "chunk_size": divergence.chunk_size,
+        }
+
+    def _mean_over_processes(self, parts: list[dict]) -> dict:
+        """Average each metric over micro-batches and processes (all ranks log the same row)."""
+        keys = list(parts[-1])
+        local = torch.tensor(
+            [np.mean([p[k] for p in parts if k in p]) for k in keys],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        merged = self.accelerator.reduce(local, reduction="mean").tolist()
+        return dict(zip(keys, merged, strict=True))
+
+    def _record(self, row: dict, on_step: Callable[[dict], None] | None) -> dict:
+        self.history.append(row)
+        if on_step is not None:
+            on_step(row)
+        return row
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Save weights, optimizer, RNG states, the step and the metric history to ``path``."""
+        path = Path(path)
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            state = {"step": self.step, "history": self.history}
+            atomic_write_text(path / _STATE_FILE, json.dumps(state, indent=1) + "\n")
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a :meth:`save_checkpoint` folder; training then continues exactly."""
+        path = Path(path)
+        state_file = path / _STATE_FILE
+        if not state_file.is_file():
+            raise DistillInputError(
+                f"{path} is not a winnow checkpoint (no {_STATE_FILE}); pass a folder "
+                "written by save_checkpoint, e.g. runs/<run>/checkpoints/<arm>/step-000100"
+            )
+        self.accelerator.load_state(str(path))
+        state = json.loads(state_file.read_text())
+        self.step, self.history = int(state["step"]), list(state["history"])

@@ -1,0 +1,91 @@
+"""Tests of winnow.distill.sft: the reference batch, the schedule, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+from winnow.distill.exceptions import DistillInputError
+from winnow.distill.models import TinyModelConfig, build_tiny_model, char_tokenizer
+from winnow.distill.rollout import TransformersBackend
+from winnow.distill.sft import reference_batch, supervised_finetune, warmup_cosine
+from winnow.distill.tasks import AdditionTask, Problem
+
+TASK = AdditionTask(digits=(1,))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return char_tokenizer(TASK.alphabet)
+
+
+def tiny_model(tokenizer, layers=2):
+    config = TinyModelConfig(hidden_size=32, num_layers=layers, num_heads=2, max_positions=16)
+    return build_tiny_model(config, tokenizer, seed=0)
+
+
+def greedy_accuracy(model, tokenizer, problems):
+    batch = TransformersBackend(model, tokenizer).sample(
+        [p.prompt for p in problems], temperature=0.0, max_new_tokens=3
+    )
+    return sum(TASK.verify(p, r) for p, r in zip(problems, batch.responses, strict=True)) / len(
+        problems
+    )
+
+
+def test_reference_batch_predicts_answer_then_eos(tokenizer):
+    problems = [Problem("1+2=", "3", 1), Problem("12+34=", "64", 2)]
+    batch = reference_batch(tokenizer, problems)
+    batch_idx, pos_idx = batch.loss_rows()
+    targets = batch.input_ids[batch_idx, pos_idx + 1]
+    eos = tokenizer.eos_token_id
+    assert targets[batch_idx == 0].tolist() == [*tokenizer.convert_tokens_to_ids(["3"]), eos]
+    assert targets[batch_idx == 1].tolist() == [*tokenizer.convert_tokens_to_ids(["6", "4"]), eos]
+    assert batch.responses == ["3", "64"]
+
+
+def test_warmup_cosine():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.55)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.1)
+
+
+def test_training_is_reproducible(tokenizer):
+    problems = TASK.problems("train", 50, seed=0)
+    runs = []
+    for _ in range(2):
+        model = tiny_model(tokenizer, layers=1)
+        runs.append(
+            supervised_finetune(model, tokenizer, problems, 3, 8, 1e-3, seed=0, warmup_steps=2)
+        )
+    assert runs[0] == runs[1]
+    assert [row["step"] for row in runs[0]] == [1, 2, 3]
+    assert runs[0][0]["lr"] < runs[0][1]["lr"]  # warm-up
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"), [("problems", []), ("steps", 0), ("batch_size", 0), ("lr", 0.0)]
+)
+def test_arguments_are_validated(tokenizer, argument, value):
+    kwargs = {"problems": TASK.problems("train", 4, 0), "steps": 1, "batch_size": 2, "lr": 1e-3}
+    with pytest.raises(DistillInputError, match=f"{argument} must be"):
+        supervised_finetune(
+            tiny_model(tokenizer, 1), tokenizer, seed=0, **{**kwargs, argument: value}
+        )
+
+
+def test_sft_learns_one_digit_addition(tokenizer):
+    """A 2-layer d=32 model fits the training pairs of 1-digit addition in 300 steps (~2 s)."""
+    model = tiny_model(tokenizer)
+    train = TASK.problems("train", 500, seed=0)
+    fresh_draw = TASK.problems("train", 200, seed=1)
+    before = greedy_accuracy(model, tokenizer, fresh_draw)
+    seen = []
+    metrics = supervised_finetune(
+        model, tokenizer, train, steps=300, batch_size=32, lr=3e-3, seed=0, on_step=seen.append
+    )
+    after = greedy_accuracy(model, tokenizer, fresh_draw)
+    assert seen == metrics and len(metrics) == 300
+    assert metrics[-1]["loss"] < 0.3 * metrics[0]["loss"]
+    assert before < 0.1 and after > 0.6
