@@ -148,7 +148,7 @@ class SftModelConfig(Config):
     architecture: TinyModelConfig = TinyModelConfig()
     steps: int = Field(600, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
 
 
 class SftConfig(Config):
@@ -160,10 +160,10 @@ class SftConfig(Config):
         "models/arith", description="teacher/ and student/ are saved here (save_pretrained)"
     )
     teacher: SftModelConfig = SftModelConfig(
-        architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=1500
+        architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=3000
     )
     student: SftModelConfig = SftModelConfig(
-        architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=150
+        architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=2000
     )
     eval: EvalConfig = EvalConfig()
 

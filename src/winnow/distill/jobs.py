@@ -17,7 +17,7 @@ from winnow.common.runs import RunDir
 from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
 
-__all__ = ["run_eval", "run_sft", "run_train", "train_section"]
+__all__ = ["load_pair", "run_eval", "run_sft", "run_train", "sft_section", "train_section"]
 
 
 def _task(config: TaskConfig):
@@ -47,13 +47,13 @@ def train_section(
     ``run`` is None on the non-main processes of a data-parallel launch: they train but write
     nothing except their share of each checkpoint.
     """
-    from winnow.distill.plots import accuracy_curves, selection_scatter, training_curves
+    from winnow.distill.plots import selection_scatter
     from winnow.distill.trainer import OnPolicyDistiller, make_accelerator
 
     task = _task(config.task)
     accelerator = accelerator or make_accelerator(config)
     checkpoints = _shared_folder(accelerator, run, "checkpoints")
-    histories, scatter = {}, None
+    histories, scatters = {}, {}
     for arm, selector in config.arms.items():
         student, teacher, tokenizer = load_pair(config)
         distiller = OnPolicyDistiller(
@@ -76,14 +76,14 @@ def train_section(
         if run is not None:
             _save_model(distiller.student, tokenizer, run.path / "students" / arm)
             stats, kept = distiller.snapshot
-            scatter = scatter or run.save_plot(
+            scatters[arm] = run.save_plot(
                 selection_scatter(stats, kept, title=f"arm {arm}, first batch"),
                 f"selection_{arm}",
             )
         accelerator.free_memory()
     if run is None:
         return ReportSection("")
-    return _train_report(config, run, histories, accuracy_curves, training_curves, scatter)
+    return _train_report(config, run, histories, scatters)
 
 
 def _shared_folder(accelerator, run: RunDir | None, name: str) -> Path:
@@ -107,18 +107,23 @@ def _train_with_checkpoints(distiller, config: TrainConfig, folder: Path, log) -
 def _final_row(history: list[dict]) -> dict:
     evals = [row for row in history if "eval_accuracy" in row]
     steps = [row for row in history if "kept_fraction" in row]
-    mean = lambda key: sum(r[key] for r in steps) / max(len(steps), 1)  # noqa: E731
+
+    def mean(key: str) -> float:
+        return sum(row[key] for row in steps) / max(len(steps), 1)
+
     return {
         "start accuracy": evals[0]["eval_accuracy"],
         "final accuracy": evals[-1]["eval_accuracy"],
-        "best accuracy": max(r["eval_accuracy"] for r in evals),
+        "best accuracy": max(row["eval_accuracy"] for row in evals),
         "mean kept fraction": mean("kept_fraction"),
         "kept in Q3": mean("kept_quadrant_fraction_q3"),
         "loss mass Q3": mean("loss_mass_q3"),
     }
 
 
-def _train_report(config, run, histories, accuracy_curves, training_curves, scatter):
+def _train_report(config, run, histories, scatters) -> ReportSection:
+    from winnow.distill.plots import accuracy_curves, training_curves
+
     accuracy = run.save_plot(accuracy_curves(histories), "accuracy_vs_step")
     curves = run.save_plot(training_curves(histories), "training_curves")
     rows = [{"arm": arm, **_final_row(history)} for arm, history in histories.items()]
@@ -132,9 +137,9 @@ def _train_report(config, run, histories, accuracy_curves, training_curves, scat
             markdown_table(rows, digits=3),
             f"\n![accuracy vs step](plots/{accuracy.name})\n",
             f"![training curves](plots/{curves.name})\n",
-            "Entropy x divergence of every response position in the first rollout batch "
+            "Entropy x divergence of every response position in each arm's first rollout batch "
             "(filled = kept, hollow = dropped):\n",
-            f"![selection](plots/{scatter.name})\n" if scatter else "",
+            *(f"![selection {arm}](plots/{path.name})\n" for arm, path in scatters.items()),
         ]
     )
     return ReportSection(markdown, summary)
@@ -159,14 +164,12 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
 # -- sft ------------------------------------------------------------------------------------------
 
 
-def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
-    """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
+def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSection:
+    """Train the teacher and the weaker student of ``config``, save both, plot their losses."""
     from winnow.distill.models import build_tiny_model, char_tokenizer
     from winnow.distill.rollout import TransformersBackend
     from winnow.distill.sft import supervised_finetune
 
-    run = RunDir("distill-sft", root=root, seed=config.seed)
-    run.write_config(config)
     task = _task(config.task)
     tokenizer = char_tokenizer(task.alphabet)
     train = task.problems("train", config.task.train_problems, seed=config.seed)
@@ -186,9 +189,8 @@ def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -
                 seed=config.seed,
                 on_step=lambda row, bar=bar: bar.advance(1, loss=row["loss"]),
             )
-        result = evaluate_greedy(
-            TransformersBackend(model, tokenizer), task, test, config.eval.max_new_tokens
-        )
+        backend = TransformersBackend(model, tokenizer)
+        result = evaluate_greedy(backend, task, test, config.eval.max_new_tokens)
         folder = Path(config.output_dir) / role
         _save_model(model, tokenizer, folder)
         rows.append(
@@ -201,14 +203,22 @@ def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -
             }
         )
     plot = run.save_plot(_sft_loss_plot(curves), "sft_loss")
-    run.write_summary({row["model"]: row for row in rows})
     markdown = (
-        "# winnow distill sft\n\nA teacher and a weaker student trained with teacher forcing "
-        f"on `{config.task.name}`; greedy accuracy on {len(test)} held-out problems.\n\n"
+        "A teacher and a weaker student trained with teacher forcing on "
+        f"`{config.task.name}`; greedy accuracy on {len(test)} held-out problems.\n\n"
         + markdown_table(rows, digits=3)
         + f"\n![SFT loss](plots/{plot.name})\n"
     )
-    return run.write_report(markdown, "distill sft")
+    return ReportSection(markdown, {row["model"]: row for row in rows})
+
+
+def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
+    """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
+    run = RunDir("distill-sft", root=root, seed=config.seed)
+    run.write_config(config)
+    section = sft_section(config, run, quiet)
+    run.write_summary(section.summary)
+    return run.write_report(f"# winnow distill sft\n\n{section.markdown}", "distill sft")
 
 
 def _save_model(model, tokenizer, folder: Path) -> None:
