@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from winnow.common.config import Config
+from winnow.distill.divergence import DivergenceKind
 from winnow.distill.models import TinyModelConfig
 from winnow.distill.tokens import SelectorConfig
 
@@ -26,8 +27,6 @@ __all__ = [
     "TaskConfig",
     "TrainConfig",
 ]
-
-DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd"]
 
 
 class ModelRef(Config):

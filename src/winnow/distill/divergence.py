@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from functools import reduce
+from typing import Literal
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -40,6 +41,7 @@ from winnow.distill.exceptions import DistillInputError
 
 __all__ = [
     "DIVERGENCES",
+    "DivergenceKind",
     "dense_divergence",
     "forward_kl",
     "generalized_jsd",
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 Divergence = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+DivergenceKind = Literal["forward_kl", "reverse_kl", "jsd"]
+"""The names of :data:`DIVERGENCES`, for configs (a test keeps the two equal)."""
 
 
 def forward_kl(

@@ -1,4 +1,5 @@
-"""Evaluation of a policy on held-out problems: greedy accuracy, length, accuracy by difficulty."""
+"""Evaluation of a policy on held-out problems: greedy accuracy, length, accuracy by difficulty,
+and the unbiased pass@k estimator for sampled evaluations."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
+from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks import Problem, Task
 
-__all__ = ["EvalResult", "evaluate_greedy"]
+__all__ = ["EvalResult", "evaluate_greedy", "pass_at_k"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,45 @@ def evaluate_greedy(
         by_difficulty={d: sum(v) / len(v) for d, v in buckets.items()},
         count=count,
     )
+
+
+def pass_at_k(n: int | Tensor, c: int | Tensor, k: int) -> Tensor:
+    """Unbiased pass@k per problem from ``n`` samples of which ``c`` are correct.
+
+    ``1 - C(n - c, k) / C(n, k)``: the chance that ``k`` samples drawn without replacement from
+    the ``n`` contain a correct one (Chen et al. 2021). Computed in the paper's product form
+    ``1 - prod_{i = n - c + 1}^{n} (1 - k / i)`` (exactly 1 when ``n - c < k``), which never
+    forms a binomial coefficient: those lose float64 exactness past ``n`` of about 60 and
+    overflow past about 1000.
+
+    Shape:
+        - n: int or integer tensor ``[P]``, samples per problem; c: int or integer tensor
+          ``[P]``, correct samples, ``0 <= c <= n``; they broadcast against each other.
+        - k: int, ``1 <= k <= n`` for every problem.
+        - Output: float64 tensor of the broadcast shape of ``n`` and ``c``, values in
+          ``[0, 1]``; average it for the benchmark's pass@k.
+    """
+    samples, correct = torch.broadcast_tensors(torch.as_tensor(n), torch.as_tensor(c))
+    for name, value in (("n", samples), ("c", correct)):
+        if value.is_floating_point() or value.dtype == torch.bool:
+            raise DistillInputError(
+                f"{name} must be an int or an integer tensor (counts of samples), got {value.dtype}"
+            )
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DistillInputError(f"k must be an int >= 1, got {k!r}")
+    if samples.numel() and k > samples.min():
+        raise DistillInputError(
+            f"k = {k} exceeds n = {int(samples.min())} samples for some problem; the unbiased "
+            "estimator needs k <= n: sample more per problem or lower k"
+        )
+    if samples.numel() and ((correct < 0) | (correct > samples)).any():
+        raise DistillInputError(
+            "c must satisfy 0 <= c <= n for every problem, got c in "
+            f"[{int(correct.min())}, {int(correct.max())}]; c counts the correct samples of n"
+        )
+    samples, correct = samples.double(), correct.double()
+    width = int(correct.max()) if correct.numel() else 0
+    offset = torch.arange(width, dtype=torch.float64, device=correct.device)
+    denominator = (samples - correct + 1).unsqueeze(-1) + offset
+    factor = torch.where(offset < correct.unsqueeze(-1), 1 - k / denominator, 1.0)
+    return torch.where(samples - correct < k, 1.0, 1 - factor.prod(-1))

@@ -154,6 +154,8 @@ class OnPolicyDistiller:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
             parts.append(metrics)
+        if hasattr(self.backend, "sync_weights"):  # a separate sampling engine (vLLM)
+            self.backend.sync_weights()
         self.step += 1
         return {"step": self.step, **self._mean_over_processes(parts)}
 

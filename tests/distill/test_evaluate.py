@@ -1,0 +1,52 @@
+import itertools
+
+import pytest
+import torch
+
+from winnow.distill.evaluate import pass_at_k
+from winnow.distill.exceptions import DistillInputError
+
+
+def brute_force_pass_at_k(n, c, k):
+    """Share of all k-subsets of n samples (the first c correct) holding a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in subset) for subset in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+def test_pass_at_k_equals_enumeration_over_all_subsets(n):
+    correct = torch.arange(n + 1)
+    for k in range(1, n + 1):
+        expected = [brute_force_pass_at_k(n, c, k) for c in range(n + 1)]
+        assert pass_at_k(n, correct, k).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_edge_cases():
+    assert pass_at_k(8, torch.tensor([0]), 3).tolist() == [0.0]  # c = 0
+    assert pass_at_k(8, torch.tensor([8]), 3).tolist() == [1.0]  # c = n
+    assert pass_at_k(8, torch.tensor([0, 1, 8]), 8).tolist() == [0.0, 1.0, 1.0]  # k = n
+    assert pass_at_k(8, torch.tensor([3]), 1).item() == pytest.approx(3 / 8)  # pass@1 = c / n
+
+
+def test_pass_at_k_is_vectorised_over_problems_with_their_own_n():
+    n, c = torch.tensor([4, 7, 64, 64]), torch.tensor([1, 2, 1, 40])
+    expected = [brute_force_pass_at_k(4, 1, 4), brute_force_pass_at_k(7, 2, 4)]
+    values = pass_at_k(n, c, 4)
+    assert values.dtype == torch.float64 and values.shape == (4,)
+    assert values[:2].tolist() == pytest.approx(expected, abs=1e-12)
+    assert values[2].item() == pytest.approx(4 / 64)  # one correct: P(it is drawn) = k / n
+    assert 0 < values[3] <= 1
+
+
+def test_pass_at_k_stays_finite_where_binomials_overflow():
+    value = pass_at_k(2000, torch.tensor([1000]), 1000).item()
+    assert value == pytest.approx(1.0) and 0 <= value <= 1
+
+
+@pytest.mark.parametrize(
+    "n, c, k",
+    [(4, 1, 5), (4, 1, 0), (4, 5, 2), (4, -1, 2), (4.0, 1, 2), (4, torch.tensor([1.0]), 2)],
+)
+def test_pass_at_k_rejects_bad_input(n, c, k):
+    with pytest.raises(DistillInputError):
+        pass_at_k(n, c, k)
