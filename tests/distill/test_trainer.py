@@ -155,3 +155,44 @@ def test_two_processes_equal_one_process_accumulating(model_dir, tmp_path):
     single.train(3)
     for name, value in parameters(single.student).items():
         torch.testing.assert_close(parameters(parallel)[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_paced_skips_solved_and_failed_problems_before_the_teacher(model_dir):
+    """Only rollouts of problems with 0 < pass rate < 1 reach the teacher, weighted by w(p)."""
+    config = train_config(
+        model_dir, pacing={"alpha": 1.0, "beta": 1.0}, rollout={"samples_per_prompt": 4}
+    )
+    trainer = distiller(config)
+    seen, drawn = [], []
+    teacher_hidden, rewards_of = trainer.teacher_hidden, trainer._rewards
+
+    def spy_teacher(input_ids, attention_mask, position_ids):
+        seen.append(input_ids.clone())
+        return teacher_hidden(input_ids, attention_mask, position_ids)
+
+    def spy_rewards(problems, batch):
+        rewards = rewards_of(problems, batch)
+        drawn.append((batch, rewards))
+        return rewards
+
+    trainer.teacher_hidden, trainer._rewards = spy_teacher, spy_rewards
+    row = trainer.train_step()
+    ((batch, rewards),), (teacher_input,) = drawn, seen
+    rate = {int(p): float(rewards[batch.problem_index == p].mean()) for p in batch.problem_index}
+    expected = [b for b, p in enumerate(batch.problem_index.tolist()) if 0 < rate[p] < 1]
+    assert 0 < len(expected) < len(batch.problem_index)  # this seed has both kinds
+    torch.testing.assert_close(teacher_input, batch.input_ids[expected])
+    skipped = 1 - len(expected) / len(batch.problem_index)
+    assert row["teacher_rollouts_saved"] == pytest.approx(skipped)
+
+
+def test_paced_step_with_nothing_to_learn_leaves_the_teacher_alone(model_dir):
+    """With alpha = 1 a batch whose problems all fail has weight 0 everywhere: no teacher call."""
+    config = train_config(
+        model_dir, pacing={"alpha": 1.0, "beta": 1.0}, rollout={"samples_per_prompt": 2}
+    )
+    trainer = distiller(config)
+    trainer._rewards = lambda problems, batch: torch.zeros(len(batch.responses))
+    trainer.teacher_hidden = lambda *args: pytest.fail("the teacher was called")
+    row = trainer.train_step()
+    assert row["teacher_rollouts_saved"] == 1.0 and "loss" not in row

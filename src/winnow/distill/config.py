@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from winnow.common.config import Config
 from winnow.distill.divergence import DivergenceKind
 from winnow.distill.models import TinyModelConfig
+from winnow.distill.pacing import KLSchedule
 from winnow.distill.tokens import SelectorConfig
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "EvalJobConfig",
     "ModelRef",
     "OptimConfig",
+    "PacingConfig",
     "RolloutConfig",
     "SftConfig",
     "SftModelConfig",
@@ -85,6 +87,27 @@ class DivergenceConfig(Config):
     reduction: Literal["token", "sequence"] = Field(
         "token", description="average over kept tokens, or within each rollout first"
     )
+    schedule: KLSchedule | None = Field(
+        None, description="kind by step, e.g. {phases: [[forward_kl, 100], [reverse_kl, null]]}"
+    )
+
+    def kind_at(self, step: int) -> DivergenceKind:
+        """The training divergence at optimizer step ``step`` (the schedule's, else ``kind``)."""
+        return self.schedule.kind_at(step) if self.schedule else self.kind
+
+
+class PacingConfig(Config):
+    """Paced: weight each problem by w(p) = p^alpha (1 - p)^beta of its rollouts' pass rate p.
+
+    Problems of weight 0 (p = 0 or 1) are dropped before the teacher is called. Needs
+    ``rollout.samples_per_prompt >= 2`` so that p is more than one coin flip.
+    """
+
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    normalise: Literal["mean", "sum", "none"] = Field(
+        "mean", description="mean: weights average 1 over the problems that train"
+    )
 
 
 class OptimConfig(Config):
@@ -118,6 +141,7 @@ class TrainConfig(Config):
         min_length=1,
         description="named token selectors; each arm trains a fresh copy of the student",
     )
+    pacing: PacingConfig | None = Field(None, description="Paced problem weights; None = uniform")
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     steps: int = Field(200, ge=1, description="optimizer steps per arm")
@@ -130,6 +154,15 @@ class TrainConfig(Config):
         "auto", description="auto: bf16 on a GPU that supports it, else float32"
     )
     cpu: bool = Field(False, description="force CPU even when a GPU is present")
+
+    @model_validator(mode="after")
+    def _pacing_needs_groups(self):
+        if self.pacing is not None and self.rollout.samples_per_prompt < 2:
+            raise ValueError(
+                "pacing estimates each problem's pass rate from its rollouts; set "
+                "rollout.samples_per_prompt >= 2 (e.g. 4)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _resume_is_one_arm(self):

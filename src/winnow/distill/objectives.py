@@ -113,6 +113,7 @@ def opd_loss(
     divergence: dict,
     selection_divergence: dict | None = None,
     reduction: Literal["token", "sequence"] = "token",
+    sequence_weights: Tensor | None = None,
 ) -> OpdLoss:
     """On-policy distillation with TIP on one rollout batch.
 
@@ -123,6 +124,8 @@ def opd_loss(
     arguments of :func:`~winnow.distill.tokens.token_statistics`, default ``divergence``),
     ``selector`` keeps k rows, and only those rows reach the output projection with gradient
     (``divergence``: keyword arguments of :func:`~winnow.distill.divergence.token_divergence`).
+    ``sequence_weights [B]`` scales each rollout's per-token losses before the reduction
+    (Paced's problem weights); ``per_token`` is returned unweighted.
     """
     rows = batch.loss_rows()
     if len(rows[0]) == 0:
@@ -147,7 +150,10 @@ def opd_loss(
     per_token = token_divergence(
         student_rows[kept], student_weight, teacher_rows[kept], teacher_weight, **divergence
     )
-    loss = reduce_token_loss(per_token, sequence[kept], reduction)
+    weighted = per_token
+    if sequence_weights is not None:
+        weighted = per_token * sequence_weights.to(per_token)[sequence[kept]]
+    loss = reduce_token_loss(weighted, sequence[kept], reduction)
     return OpdLoss(loss, per_token, stats, kept)
 
 

@@ -82,6 +82,15 @@ class RolloutBatch:
         }
         return dataclasses.replace(self, **moved)
 
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """The sequences ``rows`` (``[b]`` long indices) only, in that order; columns unchanged."""
+        picked = {
+            field.name: getattr(self, field.name)[rows.to(self.input_ids.device)]
+            for field in dataclasses.fields(self)
+            if isinstance(getattr(self, field.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **picked, responses=[self.responses[int(i)] for i in rows])
+
 
 class SamplingBackend(Protocol):
     """What a trainer needs from a sampler; tests may pass any object with this method."""

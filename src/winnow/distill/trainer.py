@@ -32,6 +32,13 @@ from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import hidden_states, output_weight
 from winnow.distill.objectives import opd_loss
+from winnow.distill.pacing import (
+    pass_rates,
+    problem_weights,
+    skip_mask,
+    teacher_calls_saved,
+    weight_mass_by_bin,
+)
 from winnow.distill.rollout import RolloutBatch, build_backend
 from winnow.distill.tasks import Task
 from winnow.distill.tokens import SelectorConfig, TokenStats, selection_summary
@@ -114,6 +121,7 @@ class OnPolicyDistiller:
         self.train_pool = task.problems("train", config.task.train_problems, seed=config.seed)
         # One fixed held-out set for every seed and arm, so their accuracies are comparable.
         self.test_pool = task.problems("test", config.task.test_problems, seed=0)
+        self.teacher_hidden = partial(hidden_states, self.teacher)
         self.step = 0
         self.history: list[dict] = []
         self.snapshot: tuple[TokenStats, Tensor] | None = None
@@ -179,35 +187,72 @@ class OnPolicyDistiller:
         seed = (self.config.seed, self.step, shard)
         problems = self._draw_problems(step_seed(*seed, 0))
         batch = self._rollout([p.prompt for p in problems], step_seed(*seed, 1))
+        rewards = self._rewards(problems, batch)
+        metrics = {"train_reward": float(rewards.mean())}
+        weights = None
+        if self.config.pacing is not None:
+            batch, weights, paced = self._pace(batch, rewards)
+            metrics |= paced
+            if weights is None:  # every problem solved or failed by all its rollouts
+                return self._idle_loss(), metrics
         generator = torch.Generator().manual_seed(step_seed(*seed, 2))
         divergence = self.config.divergence
         step = opd_loss(
             self.body,
             output_weight(self.student, self.vocab_size),
-            partial(hidden_states, self.teacher),
+            self.teacher_hidden,
             output_weight(self.teacher, self.vocab_size),
             batch,
             self.selector,
             generator,
-            divergence=self._divergence_args(divergence.kind),
+            divergence=self._divergence_args(divergence.kind_at(self.step)),
             selection_divergence=self._divergence_args(
-                divergence.selection_kind or divergence.kind
+                divergence.selection_kind or divergence.kind_at(self.step)
             ),
             reduction=divergence.reduction,
+            sequence_weights=weights,
         )
         if self.snapshot is None:
             self.snapshot = (step.stats, step.kept.cpu())
-        rewards = [
-            self.task.verify(problems[int(i)], text)
-            for i, text in zip(batch.problem_index, batch.responses, strict=True)
-        ]
-        metrics = {
+        metrics |= {
             "loss": float(step.loss.detach()),
-            "train_reward": float(np.mean(rewards)),
             "response_tokens": len(step.stats.entropy),
             **selection_summary(step.stats, step.kept.cpu(), step.per_token.detach().cpu()),
         }
         return step.loss, metrics
+
+    def _rewards(self, problems: list, batch: RolloutBatch) -> Tensor:
+        """[B] float: 1 where the task verifies the rollout's answer."""
+        verified = [
+            self.task.verify(problems[int(i)], text)
+            for i, text in zip(batch.problem_index, batch.responses, strict=True)
+        ]
+        return torch.tensor(verified, dtype=torch.float64)
+
+    def _pace(self, batch: RolloutBatch, rewards: Tensor):
+        """Paced: keep the rollouts of problems with weight > 0, with their weights [b].
+
+        Returns ``(batch, weights, metrics)``; ``weights`` is None when no problem trains.
+        """
+        pacing = self.config.pacing
+        index = batch.problem_index.cpu()
+        problems, rate, count = pass_rates(rewards, index)
+        weight = problem_weights(rate, pacing.alpha, pacing.beta, pacing.normalise)
+        skip = skip_mask(weight)
+        per_rollout = weight[torch.searchsorted(problems, index)]
+        metrics = {
+            "mean_pass_rate": float(rate.mean()),
+            "teacher_rollouts_saved": teacher_calls_saved(skip, count),
+            **weight_mass_by_bin(rate, weight),
+        }
+        keep = torch.nonzero(per_rollout > 0).flatten()
+        if len(keep) == 0:
+            return batch, None, metrics
+        return batch.select(keep), per_rollout[keep], metrics
+
+    def _idle_loss(self) -> Tensor:
+        """A zero loss on every student parameter: data-parallel ranks must all back-propagate."""
+        return sum(parameter.sum() for parameter in self.body.parameters()) * 0.0
 
     def _draw_problems(self, seed: int) -> list:
         rng = np.random.default_rng(seed)
@@ -239,15 +284,17 @@ class OnPolicyDistiller:
         }
 
     def _mean_over_processes(self, parts: list[dict]) -> dict:
-        """Average each metric over micro-batches and processes (all ranks log the same row)."""
-        keys = list(parts[-1])
-        local = torch.tensor(
-            [np.mean([p[k] for p in parts if k in p]) for k in keys],
-            dtype=torch.float64,
-            device=self.accelerator.device,
-        )
-        merged = self.accelerator.reduce(local, reduction="mean").tolist()
-        return dict(zip(keys, merged, strict=True))
+        """Average each metric over the micro-batches and processes that report it.
+
+        A micro-batch that Paced skips entirely reports no loss, so key sets may differ; every
+        rank receives every part and logs the same row.
+        """
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            parts = gather_object(parts)
+        keys = dict.fromkeys(key for part in parts for key in part)
+        return {key: float(np.mean([p[key] for p in parts if key in p])) for key in keys}
 
     def _record(self, row: dict, on_step: Callable[[dict], None] | None) -> dict:
         self.history.append(row)
