@@ -234,3 +234,227 @@ def test_reduce_token_loss_token_and_sequence_means_on_a_hand_example():
 def test_exported_names_exist():
     for name in objectives.__all__:
         assert hasattr(objectives, name), name
+
+
+class TinyDecoder(torch.nn.Module):
+    """A float64 stand-in for a decoder: a causal running mean of embeddings, mixed and squashed.
+
+    Its output weight is its input embedding (tied), as in the tiny models.
+    """
+
+    def __init__(self, vocab, width=6, positions=16, seed=0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+        self.embedding = torch.nn.Parameter(randn(vocab, width))
+        self.positions = torch.nn.Parameter(0.3 * randn(positions, width))
+        self.mixer = torch.nn.Parameter(randn(width, width) / width**0.5)
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        self.calls += 1
+        mask = attention_mask.unsqueeze(-1).to(torch.float64)
+        embedded = (self.embedding[input_ids] + self.positions[position_ids]) * mask
+        prefix = embedded.cumsum(1) / mask.cumsum(1).clamp_min(1)
+        return torch.tanh(2 * prefix @ self.mixer)
+
+
+# Groups 0 and 2 have differing rewards; group 1 (all correct) and group 3 (all wrong) are dropped.
+GRPO_REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+GRPO_GROUP = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+
+
+@pytest.fixture(scope="module")
+def grpo_batch():
+    from winnow.distill.models import char_tokenizer, encode_prompts
+    from winnow.distill.rollout import assemble_batch
+
+    tokenizer = char_tokenizer("abcd")
+    eos = tokenizer.eos_token_id
+    prompts = ["ab", "abcd", "c", "dd"]
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, [prompts[g] for g in GRPO_GROUP.tolist()])
+    generator = torch.Generator().manual_seed(3)
+    generated = []
+    for length in [5, 2, 4, 3, 6, 1, 4, 5, 2, 3]:
+        tokens = (4 + torch.randint(4, (length,), generator=generator)).tolist()
+        generated.append([*tokens, eos, 5, 6] if length % 2 else tokens)
+    return assemble_batch(tokenizer, prompt_ids, prompt_mask, generated, GRPO_GROUP, {eos})
+
+
+def grpo_models(batch):
+    vocab = int(batch.input_ids.max()) + 1
+    return TinyDecoder(vocab, seed=0), TinyDecoder(vocab, seed=1)
+
+
+def dense_token_log_probs(model, batch):
+    """``[B, T - 1]`` log-probabilities of every next token, from full logits."""
+    hidden = model(batch.input_ids, batch.attention_mask, batch.position_ids)[:, :-1]
+    logp = torch.log_softmax(hidden @ model.embedding.T, dim=-1)
+    return logp.gather(2, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def dense_grpo(policy, reference, batch, rewards, old_log_probs, kl_beta):
+    """GRPO written out: per-group advantages, clipped ratios, k3 KL, token mean."""
+    advantages = torch.zeros_like(rewards)
+    for g in GRPO_GROUP.unique().tolist():
+        rows = GRPO_GROUP.eq(g)
+        values = rewards[rows]
+        if values.max() > values.min():
+            advantages[rows] = (values - values.mean()) / (values.std() + 1e-6)
+    logp = dense_token_log_probs(policy, batch)
+    mask = batch.response_mask[:, 1:]
+    logp_old = torch.zeros_like(logp)
+    logp_old[mask] = old_log_probs
+    ratio = torch.exp(logp - logp_old)
+    advantage = advantages[:, None]
+    per_token = -torch.minimum(ratio * advantage, ratio.clamp(0.8, 1.28) * advantage)
+    if kl_beta:
+        with torch.no_grad():
+            reference_logp = dense_token_log_probs(reference, batch)
+        log_ratio = reference_logp - logp
+        per_token = per_token + kl_beta * (torch.exp(log_ratio) - log_ratio - 1)
+    counted = mask & (advantages != 0)[:, None]
+    return per_token[counted].sum() / counted.sum()
+
+
+def old_log_probs_of(policy, batch, seed=0):
+    with torch.no_grad():
+        logp = dense_token_log_probs(policy, batch)[batch.response_mask[:, 1:]]
+    noise = torch.randn(logp.shape, generator=torch.Generator().manual_seed(seed), dtype=logp.dtype)
+    return logp + 0.3 * noise
+
+
+@pytest.mark.parametrize("kl_beta", [0.0, 0.1])
+def test_grpo_loss_equals_a_dense_hand_written_grpo(grpo_batch, kl_beta):
+    policy, reference = grpo_models(grpo_batch)
+    old = old_log_probs_of(policy, grpo_batch)
+    result = objectives.grpo_loss(
+        policy,
+        policy.embedding,
+        reference,
+        reference.embedding,
+        grpo_batch,
+        GRPO_REWARDS,
+        old,
+        kl_beta=kl_beta,
+        chunk_size=3,
+    )
+    grads = torch.autograd.grad(result.loss, list(policy.parameters()))
+    expected = dense_grpo(policy, reference, grpo_batch, GRPO_REWARDS, old, kl_beta)
+    expected_grads = torch.autograd.grad(expected, list(policy.parameters()))
+
+    torch.testing.assert_close(result.loss, expected, rtol=1e-12, atol=1e-14)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert result.kept_rollouts.tolist() == [g in (0, 2) for g in GRPO_GROUP.tolist()]
+    kept_tokens = result.kept_rollouts[grpo_batch.loss_rows()[0]]
+    assert result.per_token.shape == (int(kept_tokens.sum()),)
+    with torch.no_grad():
+        ratio = torch.exp(
+            dense_token_log_probs(policy, grpo_batch)[grpo_batch.response_mask[:, 1:]] - old
+        )
+    clipped = (ratio < 0.8) | (ratio > 1.28)
+    assert clipped[kept_tokens].any() and (~clipped[kept_tokens]).any()  # both branches are tested
+
+
+def test_ace_changes_only_the_loss_of_wrong_rollouts_with_negative_advantage(grpo_batch):
+    policy, reference = grpo_models(grpo_batch)
+    models = (policy, policy.embedding, reference, reference.embedding, grpo_batch, GRPO_REWARDS)
+    plain = objectives.grpo_loss(*models)
+    ace = objectives.grpo_loss(*models, alpha_ace=0.5)
+
+    target = (GRPO_REWARDS < 1) & (plain.advantages < 0)
+    sequence = grpo_batch.loss_rows()[0][plain.kept_rollouts[grpo_batch.loss_rows()[0]]]
+    changed = target[sequence]
+    assert target.any() and (~target & plain.kept_rollouts).any()
+    assert torch.equal(ace.advantages[~target], plain.advantages[~target])
+    assert (ace.advantages[target] < plain.advantages[target]).all()
+    assert torch.equal(ace.per_token[~changed], plain.per_token[~changed])
+    assert (ace.per_token[changed] > plain.per_token[changed]).all()  # ratio 1: loss is -A
+
+    with torch.no_grad():
+        gap = dense_token_log_probs(policy, grpo_batch) - dense_token_log_probs(
+            reference, grpo_batch
+        )
+    sums = (gap * grpo_batch.response_mask[:, 1:]).sum(1)
+    kept = ace.kept_rollouts
+    torch.testing.assert_close(ace.confidence[kept], sums[kept], rtol=1e-12, atol=1e-12)
+    assert ace.confidence[~kept].isnan().all() and plain.confidence.isnan().all()
+
+
+def test_groups_with_equal_rewards_contribute_nothing(grpo_batch):
+    policy, reference = grpo_models(grpo_batch)
+    old = old_log_probs_of(policy, grpo_batch, seed=1)
+    models = (policy, policy.embedding, reference, reference.embedding)
+    full = objectives.grpo_loss(*models, grpo_batch, GRPO_REWARDS, old, alpha_ace=0.3, kl_beta=0.1)
+    kept = full.kept_rollouts.nonzero().squeeze(1)
+    old_kept = old[full.kept_rollouts[grpo_batch.loss_rows()[0]]]
+    alone = objectives.grpo_loss(
+        *models, grpo_batch.select(kept), GRPO_REWARDS[kept], old_kept, alpha_ace=0.3, kl_beta=0.1
+    )
+    torch.testing.assert_close(full.loss, alone.loss, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(full.per_token, alone.per_token, rtol=1e-12, atol=1e-14)
+    assert torch.equal(full.advantages[~full.kept_rollouts], torch.zeros(5, dtype=torch.float64))
+
+
+def test_grpo_with_no_informative_group_is_an_exact_zero_that_backpropagates(grpo_batch):
+    policy, reference = grpo_models(grpo_batch)
+    rewards = torch.ones(len(GRPO_GROUP), dtype=torch.float64)
+    result = objectives.grpo_loss(
+        policy, policy.embedding, reference, reference.embedding, grpo_batch, rewards, kl_beta=0.1
+    )
+    assert result.loss.item() == 0.0 and result.loss.requires_grad
+    assert result.per_token.shape == (0,) and not result.kept_rollouts.any()
+    result.loss.backward()
+    assert torch.equal(policy.embedding.grad, torch.zeros_like(policy.embedding))
+    assert policy.calls == 0 and reference.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("alpha_ace", "kl_beta", "reference_calls"), [(0.0, 0.0, 0), (0.5, 0.0, 1), (0.0, 0.1, 1)]
+)
+def test_the_reference_runs_only_when_ace_or_kl_reads_it(
+    grpo_batch, alpha_ace, kl_beta, reference_calls
+):
+    policy, reference = grpo_models(grpo_batch)
+    objectives.grpo_loss(
+        policy,
+        policy.embedding,
+        reference,
+        reference.embedding,
+        grpo_batch,
+        GRPO_REWARDS,
+        alpha_ace=alpha_ace,
+        kl_beta=kl_beta,
+    )
+    assert policy.calls == 1 and reference.calls == reference_calls
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"alpha_ace": -0.1}, "alpha_ace"),
+        ({"ace_form": "relu"}, "ace_form"),
+        ({"kl_beta": -1.0}, "kl_beta"),
+        ({"eps_low": 1.0}, "eps_low"),
+        ({"reduction": "batch"}, "reduction"),
+        ({"rewards": torch.ones(3)}, "rewards must be"),
+        ({"old_log_probs": torch.zeros(2)}, "old_log_probs must be"),
+        ({"temperature": 0.0}, "temperature"),
+    ],
+)
+def test_grpo_loss_rejects_bad_input(grpo_batch, override, match):
+    policy, reference = grpo_models(grpo_batch)
+    arguments = {
+        "policy": policy,
+        "policy_weight": policy.embedding,
+        "reference": reference,
+        "reference_weight": reference.embedding,
+        "batch": grpo_batch,
+        "rewards": GRPO_REWARDS,
+    } | override
+    with pytest.raises(DistillInputError, match=match):
+        objectives.grpo_loss(**arguments)

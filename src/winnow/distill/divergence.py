@@ -42,11 +42,15 @@ from winnow.distill.exceptions import DistillInputError
 __all__ = [
     "DIVERGENCES",
     "DivergenceKind",
+    "check_floating",
+    "check_settings",
+    "compute_dtype",
     "dense_divergence",
     "forward_kl",
     "generalized_jsd",
     "head_log_probs",
     "reverse_kl",
+    "row_chunks",
     "token_divergence",
     "validate_token_inputs",
 ]
@@ -130,16 +134,16 @@ def dense_divergence(
         - student_logits, teacher_logits: ``(*, V)``, any floating dtype.
         - Output: ``(*)``, nats, float32 (float64 when an input is float64).
     """
-    _check_settings(kind, beta, temperature)
+    check_settings(kind, beta, temperature)
     for name, logits in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        _check_floating(name, logits, min_ndim=1)
+        check_floating(name, logits, min_ndim=1)
     if student_logits.shape != teacher_logits.shape:
         raise DistillInputError(
             f"student_logits and teacher_logits must have the same shape, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}; compare the two "
             "models at the same positions over the same vocabulary"
         )
-    dtype = _compute_dtype(student_logits, teacher_logits)
+    dtype = compute_dtype(student_logits, teacher_logits)
     student_logp = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
     teacher_logp = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
     return DIVERGENCES[kind](student_logp, teacher_logp, beta)
@@ -211,7 +215,7 @@ def head_log_probs(
         - hidden: ``(N, d)``; weight: ``(V, d)``.
         - Output: ``(N, V)`` log-probabilities.
     """
-    dtype = _compute_dtype(hidden, weight)
+    dtype = compute_dtype(hidden, weight)
     logits = hidden.to(dtype) @ weight.to(dtype).T
     return torch.log_softmax(logits / temperature, dim=-1)
 
@@ -228,7 +232,7 @@ def validate_token_inputs(
 ) -> None:
     """Raise :class:`DistillInputError` naming the argument unless :func:`token_divergence`
     would accept these inputs (shared with :func:`winnow.distill.tokens.token_statistics`)."""
-    _check_settings(kind, beta, temperature)
+    check_settings(kind, beta, temperature)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise DistillInputError(
             f"chunk_size must be an int >= 1, got {chunk_size!r}; 1024 rows suits most vocabularies"
@@ -240,7 +244,7 @@ def validate_token_inputs(
         "teacher_weight": teacher_weight,
     }
     for name, tensor in tensors.items():
-        _check_floating(name, tensor, min_ndim=2, max_ndim=2)
+        check_floating(name, tensor, min_ndim=2, max_ndim=2)
     for side, hidden, weight in (
         ("student", student_hidden, student_weight),
         ("teacher", teacher_hidden, teacher_weight),
@@ -282,10 +286,10 @@ class _ChunkedDivergence(torch.autograd.Function):
     ):
         ctx.save_for_backward(student_hidden, student_weight, teacher_hidden, teacher_weight)
         ctx.settings = (divergence, beta, temperature, chunk_size)
-        dtype = _compute_dtype(student_hidden, student_weight, teacher_hidden, teacher_weight)
+        dtype = compute_dtype(student_hidden, student_weight, teacher_hidden, teacher_weight)
         student_weight, teacher_weight = student_weight.to(dtype), teacher_weight.to(dtype)
         values = student_hidden.new_empty(student_hidden.shape[0], dtype=dtype)
-        for rows in _chunks(student_hidden.shape[0], chunk_size):
+        for rows in row_chunks(student_hidden.shape[0], chunk_size):
             values[rows] = divergence(
                 head_log_probs(student_hidden[rows], student_weight, temperature),
                 head_log_probs(teacher_hidden[rows], teacher_weight, temperature),
@@ -299,12 +303,12 @@ class _ChunkedDivergence(torch.autograd.Function):
         student_hidden, student_weight, teacher_hidden, teacher_weight = ctx.saved_tensors
         divergence, beta, temperature, chunk_size = ctx.settings
         need_hidden, need_weight = ctx.needs_input_grad[:2]
-        dtype = _compute_dtype(student_hidden, student_weight, teacher_hidden, teacher_weight)
+        dtype = compute_dtype(student_hidden, student_weight, teacher_hidden, teacher_weight)
         weight = student_weight.detach().to(dtype).requires_grad_(need_weight)
         teacher_weight = teacher_weight.to(dtype)
         grad_hidden = torch.zeros_like(student_hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight) if need_weight else None
-        for rows in _chunks(student_hidden.shape[0], chunk_size):
+        for rows in row_chunks(student_hidden.shape[0], chunk_size):
             hidden = student_hidden[rows].detach().requires_grad_(need_hidden)
             teacher_logp = head_log_probs(teacher_hidden[rows], teacher_weight, temperature)
             with torch.enable_grad():
@@ -320,15 +324,18 @@ class _ChunkedDivergence(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
-def _chunks(rows: int, chunk_size: int) -> Iterator[slice]:
+def row_chunks(rows: int, chunk_size: int) -> Iterator[slice]:
+    """Consecutive row slices of at most ``chunk_size``: the unit of every chunked pass."""
     return (slice(start, start + chunk_size) for start in range(0, rows, chunk_size))
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32, or float64 when any input is: log-softmax never runs in half precision."""
     return reduce(torch.promote_types, (tensor.dtype for tensor in tensors), torch.float32)
 
 
-def _check_settings(kind: str, beta: float, temperature: float) -> None:
+def check_settings(kind: str, beta: float, temperature: float) -> None:
+    """Raise DistillInputError naming ``kind``, ``beta`` or ``temperature`` when invalid."""
     if kind not in DIVERGENCES:
         raise DistillInputError(
             f"kind must be one of {sorted(DIVERGENCES)}, got {kind!r}; 'forward_kl' is "
@@ -350,7 +357,8 @@ def _check_settings(kind: str, beta: float, temperature: float) -> None:
         )
 
 
-def _check_floating(name: str, tensor, min_ndim: int, max_ndim: int | None = None) -> None:
+def check_floating(name: str, tensor, min_ndim: int, max_ndim: int | None = None) -> None:
+    """Raise DistillInputError unless ``tensor`` is a floating tensor of the allowed rank."""
     if not isinstance(tensor, torch.Tensor):
         raise DistillInputError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     too_many = max_ndim is not None and tensor.ndim > max_ndim

@@ -10,7 +10,8 @@ RL with verifiable rewards (GRPO, Dr.GRPO, DAPO) and ACE are built from pure pie
 :func:`dynamic_sampling_mask` drops groups whose rewards are all equal (zero advantage, no
 signal), :func:`ace_modulation` sharpens the penalty on confidently wrong rollouts,
 :func:`clipped_policy_loss` is the per-token clipped ratio objective with separate low and high
-clips, and :func:`k3_kl` is the per-token KL estimate to the reference model.
+clips, and :func:`k3_kl` is the per-token KL estimate to the reference model. :func:`grpo_loss`
+composes them into one GRPO/DAPO/ACE step's loss on a rollout batch.
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ from torch import Tensor
 
 from winnow.distill.divergence import token_divergence
 from winnow.distill.exceptions import DistillInputError
+from winnow.distill.logprobs import token_log_probs
 from winnow.distill.rollout import RolloutBatch
 from winnow.distill.tokens import SelectorConfig, TokenStats, select_tokens, token_statistics
 
 __all__ = [
     "ACE_FORMS",
     "REDUCTIONS",
+    "GrpoLoss",
     "OpdLoss",
     "ace_modulation",
     "clipped_policy_loss",
     "dynamic_sampling_mask",
     "group_advantages",
+    "grpo_loss",
     "k3_kl",
     "opd_loss",
     "reduce_token_loss",
@@ -351,3 +355,155 @@ def _shape_of(value) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+@dataclass(frozen=True)
+class GrpoLoss:
+    """One batch's GRPO (with ACE) loss and how it was made.
+
+    ``loss``: the scalar to back-propagate; ``per_token [k]``: the loss at the loss rows
+    (:meth:`RolloutBatch.loss_rows`, row-major) of the kept rollouts, unreduced;
+    ``advantages [B]``: the advantages used, after ACE, 0 for dropped rollouts;
+    ``confidence [B]``: ACE's ``c_i = sum_t (logp_old - logp_ref)``, NaN where not computed
+    (dropped rollouts, or no reference forward); ``kept_rollouts [B]`` bool: dynamic sampling's
+    verdict.
+    """
+
+    loss: Tensor
+    per_token: Tensor
+    advantages: Tensor
+    confidence: Tensor
+    kept_rollouts: Tensor
+
+
+def grpo_loss(
+    policy: HiddenFn,
+    policy_weight: Tensor,
+    reference: HiddenFn,
+    reference_weight: Tensor,
+    batch: RolloutBatch,
+    rewards: Tensor,
+    old_log_probs: Tensor | None = None,
+    alpha_ace: float = 0.0,
+    ace_form: Literal["multiplicative", "additive"] = "multiplicative",
+    kl_beta: float = 0.0,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    scale_by_std: bool = True,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    reduction: Literal["token", "sequence"] = "token",
+) -> GrpoLoss:
+    """GRPO with DAPO's clip-higher and dynamic sampling, optional k3 KL, and ACE, on one batch.
+
+    ``policy`` and ``reference`` map ``(input_ids, attention_mask, position_ids)`` to last hidden
+    states ``[B, T, d]``; ``*_weight [V, d]`` are their output matrices. The rollouts of one
+    prompt (``batch.problem_index``) form a group; groups whose ``rewards [B]`` are all equal
+    are dropped before any forward pass (:func:`dynamic_sampling_mask`), and if none is left the
+    loss is an exact zero that still carries ``policy_weight``'s graph. Advantages come from
+    :func:`group_advantages` (``scale_by_std=False`` is Dr.GRPO). The policy scores the sampled
+    tokens once with gradient (:func:`~winnow.distill.logprobs.token_log_probs` at
+    ``temperature``); ``old_log_probs [K]`` (one per loss row of the whole batch) are the
+    sampling policy's, and ``None`` means this is the batch's only update, so they equal the
+    current values, detached.
+
+    The reference runs once, without gradient, and only when something reads it: ACE
+    (``alpha_ace > 0``) or the KL penalty (``kl_beta > 0``); with both 0 it is never called,
+    so plain GRPO costs one forward pass. ACE's confidence is built from values already at hand
+    (``logp_old`` and ``logp_ref``) and modulates the negative advantages of wrong rollouts
+    (reward < 1) through :func:`ace_modulation`. Per token the loss is
+    ``clipped_policy_loss(logp_new, logp_old, A) + kl_beta * k3_kl(logp_new, logp_ref)``,
+    reduced by :func:`reduce_token_loss` (``"token"`` is DAPO's token-mean).
+    """
+    _check_grpo_settings(alpha_ace, ace_form, kl_beta, eps_low, eps_high, reduction)
+    rows = batch.loss_rows()
+    _check_grpo_inputs(batch, rewards, old_log_probs, len(rows[0]))
+    group = batch.problem_index.to(rewards.device)
+    kept_rollouts = dynamic_sampling_mask(rewards, group)
+    advantages = torch.where(kept_rollouts, group_advantages(rewards, group, scale_by_std), 0.0)
+    confidence = torch.full_like(advantages, torch.nan)
+    kept = kept_rollouts.nonzero().squeeze(1)
+    if kept.numel() == 0:
+        empty = policy_weight.new_zeros(
+            0, dtype=torch.promote_types(policy_weight.dtype, torch.float32)
+        )
+        loss = policy_weight[:0].sum().to(empty.dtype)
+        return GrpoLoss(loss, empty, advantages, confidence, kept_rollouts)
+
+    kept_batch = batch.select(kept)
+    batch_idx, pos_idx = kept_batch.loss_rows()
+    sequence = kept.to(batch_idx.device)[batch_idx]
+    targets = kept_batch.input_ids[batch_idx, pos_idx + 1]
+    inputs = (kept_batch.input_ids, kept_batch.attention_mask, kept_batch.position_ids)
+    settings = {"temperature": temperature, "chunk_size": chunk_size}
+    hidden = policy(*inputs)[batch_idx, pos_idx]
+    logp_new = token_log_probs(hidden, policy_weight, targets, **settings)
+    if old_log_probs is None:
+        logp_old = logp_new.detach()
+    else:
+        logp_old = old_log_probs.detach()[kept_rollouts.to(rows[0].device)[rows[0]]].to(logp_new)
+    logp_ref = None
+    if alpha_ace > 0 or kl_beta > 0:
+        with torch.no_grad():
+            reference_hidden = reference(*inputs)[batch_idx, pos_idx]
+            logp_ref = token_log_probs(reference_hidden, reference_weight, targets, **settings)
+        sums = torch.zeros_like(confidence).index_add(
+            0, sequence.to(confidence.device), (logp_old - logp_ref).to(confidence)
+        )
+        confidence = torch.where(kept_rollouts, sums, torch.nan)
+        correct = rewards.detach() >= 1
+        advantages = ace_modulation(
+            advantages, correct, confidence.nan_to_num(0.0), alpha_ace, ace_form
+        )
+
+    token_advantages = advantages.to(logp_new).detach()[sequence.to(advantages.device)]
+    per_token = clipped_policy_loss(logp_new, logp_old, token_advantages, eps_low, eps_high)
+    if kl_beta > 0:
+        per_token = per_token + kl_beta * k3_kl(logp_new, logp_ref)
+    loss = reduce_token_loss(per_token, sequence, reduction)
+    return GrpoLoss(loss, per_token, advantages, confidence, kept_rollouts)
+
+
+def _check_grpo_settings(
+    alpha_ace: float,
+    ace_form: str,
+    kl_beta: float,
+    eps_low: float,
+    eps_high: float,
+    reduction: str,
+) -> None:
+    checks = (
+        ("alpha_ace", alpha_ace, alpha_ace >= 0, ">= 0 (0 = plain GRPO)"),
+        ("ace_form", ace_form, ace_form in ACE_FORMS, f"one of {', '.join(ACE_FORMS)}"),
+        ("kl_beta", kl_beta, kl_beta >= 0, ">= 0 (0 = no KL penalty, no reference pass)"),
+        ("eps_low", eps_low, 0 <= eps_low < 1, "in [0, 1); DAPO uses 0.2"),
+        ("eps_high", eps_high, eps_high >= 0, ">= 0; DAPO uses 0.28"),
+        ("reduction", reduction, reduction in REDUCTIONS, f"one of {', '.join(REDUCTIONS)}"),
+    )
+    for name, value, valid, allowed in checks:
+        if not valid:
+            raise DistillInputError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_grpo_inputs(
+    batch: RolloutBatch, rewards: Tensor, old_log_probs: Tensor | None, rows: int
+) -> None:
+    if rows == 0:
+        raise DistillInputError(
+            "the rollout batch has no response tokens; raise rollout.max_new_tokens"
+        )
+    size = batch.input_ids.shape[0]
+    if not isinstance(rewards, Tensor) or rewards.shape != (size,):
+        raise DistillInputError(
+            f"rewards must be a tensor of shape ({size},), one per rollout of the batch, got "
+            f"{_shape_of(rewards)}; score every rollout with the task verifier"
+        )
+    if old_log_probs is None:
+        return
+    shaped = isinstance(old_log_probs, Tensor) and old_log_probs.shape == (rows,)
+    if not shaped or not old_log_probs.is_floating_point():
+        raise DistillInputError(
+            f"old_log_probs must be a float tensor of shape ({rows},), one per loss row of the "
+            f"whole batch (loss_rows()), got {_shape_of(old_log_probs)}; pass None when the "
+            "batch gets a single update"
+        )
