@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from winnow.common.config import load_config
+from winnow.common.exceptions import ConfigError
 from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
@@ -196,3 +197,37 @@ def test_paced_step_with_nothing_to_learn_leaves_the_teacher_alone(model_dir):
     trainer.teacher_hidden = lambda *args: pytest.fail("the teacher was called")
     row = trainer.train_step()
     assert row["teacher_rollouts_saved"] == 1.0 and "loss" not in row
+
+
+def test_grpo_objective_trains_the_policy_and_leaves_the_reference(model_dir):
+    """objective grpo: rewards from the verifier, the teacher slot as the frozen reference
+    (run only for ACE), and the fraction of confidently wrong rollouts logged."""
+    config = train_config(
+        model_dir,
+        objective="grpo",
+        grpo={"alpha_ace": 1.0},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 3},
+        teacher={"path": str(model_dir / "student")},
+    )
+    trainer = distiller(config)
+    before = parameters(trainer.student)
+    reference = parameters(trainer.teacher)
+    rows = [trainer.train_step() for _ in range(3)]
+    assert any(0 < row["kept_rollouts"] < 1 for row in rows)
+    assert any("wrong_confident_fraction" in row for row in rows)
+    changed = any(
+        not torch.equal(value, parameters(trainer.student)[name]) for name, value in before.items()
+    )
+    assert changed
+    for name, value in parameters(trainer.teacher).items():
+        assert torch.equal(value, reference[name])
+
+
+def test_grpo_rejects_token_selectors(model_dir):
+    with pytest.raises(ConfigError, match="token selectors and pacing apply to objective 'opd'"):
+        train_config(
+            model_dir,
+            objective="grpo",
+            rollout={"samples_per_prompt": 2},
+            arms={"half": {"name": "random", "p": 0.5}},
+        )

@@ -20,6 +20,7 @@ __all__ = [
     "DivergenceConfig",
     "EvalConfig",
     "EvalJobConfig",
+    "GrpoConfig",
     "ModelRef",
     "OptimConfig",
     "PacingConfig",
@@ -96,6 +97,21 @@ class DivergenceConfig(Config):
         return self.schedule.kind_at(step) if self.schedule else self.kind
 
 
+class GrpoConfig(Config):
+    """GRPO with DAPO's clip-higher and dynamic sampling, optional k3 KL, and ACE.
+
+    With ``objective: grpo`` the ``teacher`` model is the frozen reference policy (usually the
+    student's own starting checkpoint); it is only run when ``alpha_ace > 0`` or ``kl_beta > 0``.
+    """
+
+    alpha_ace: float = Field(0.0, ge=0, description="ACE strength; 0 = plain GRPO")
+    ace_form: Literal["multiplicative", "additive"] = "multiplicative"
+    kl_beta: float = Field(0.0, ge=0, description="k3 KL to the reference (TRL's default 0)")
+    eps_low: float = Field(0.2, gt=0, lt=1)
+    eps_high: float = Field(0.28, gt=0, description="DAPO clip-higher")
+    scale_by_std: bool = Field(True, description="False = Dr.GRPO advantages")
+
+
 class PacingConfig(Config):
     """Paced: weight each problem by w(p) = p^alpha (1 - p)^beta of its rollouts' pass rate p.
 
@@ -141,6 +157,10 @@ class TrainConfig(Config):
         min_length=1,
         description="named token selectors; each arm trains a fresh copy of the student",
     )
+    objective: Literal["opd", "grpo"] = Field(
+        "opd", description="opd: distil from the teacher; grpo: RL on the task's verifier"
+    )
+    grpo: GrpoConfig = GrpoConfig()
     pacing: PacingConfig | None = Field(None, description="Paced problem weights; None = uniform")
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
@@ -154,6 +174,22 @@ class TrainConfig(Config):
         "auto", description="auto: bf16 on a GPU that supports it, else float32"
     )
     cpu: bool = Field(False, description="force CPU even when a GPU is present")
+
+    @model_validator(mode="after")
+    def _grpo_needs_groups_and_all_tokens(self):
+        if self.objective != "grpo":
+            return self
+        if self.rollout.samples_per_prompt < 2:
+            raise ValueError(
+                "grpo compares the rollouts of each prompt; set rollout.samples_per_prompt >= 2"
+            )
+        selective = [arm for arm, selector in self.arms.items() if selector.name != "all"]
+        if selective or self.pacing is not None:
+            raise ValueError(
+                "token selectors and pacing apply to objective 'opd'; for 'grpo' use arms "
+                f"with name 'all' and pacing null (got selective arms {selective})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pacing_needs_groups(self):

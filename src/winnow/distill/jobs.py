@@ -75,11 +75,12 @@ def train_section(
         histories[arm] = distiller.history
         if run is not None:
             _save_model(distiller.student, tokenizer, run.path / "students" / arm)
-            stats, kept = distiller.snapshot
-            scatters[arm] = run.save_plot(
-                selection_scatter(stats, kept, title=f"arm {arm}, first batch"),
-                f"selection_{arm}",
-            )
+            if distiller.snapshot is not None:  # token statistics exist for OPD only
+                stats, kept = distiller.snapshot
+                scatters[arm] = run.save_plot(
+                    selection_scatter(stats, kept, title=f"arm {arm}, first batch"),
+                    f"selection_{arm}",
+                )
         accelerator.free_memory()
     if run is None:
         return ReportSection("")
@@ -111,14 +112,31 @@ def _final_row(history: list[dict]) -> dict:
     def mean(key: str) -> float:
         return sum(row[key] for row in steps) / max(len(steps), 1)
 
-    return {
+    row = {
         "start accuracy": evals[0]["eval_accuracy"],
         "final accuracy": evals[-1]["eval_accuracy"],
         "best accuracy": max(row["eval_accuracy"] for row in evals),
-        "mean kept fraction": mean("kept_fraction"),
-        "kept in Q3": mean("kept_quadrant_fraction_q3"),
-        "loss mass Q3": mean("loss_mass_q3"),
     }
+    if steps:  # token selection statistics exist for OPD only
+        row |= {
+            "mean kept fraction": mean("kept_fraction"),
+            "kept in Q3": mean("kept_quadrant_fraction_q3"),
+            "loss mass Q3": mean("loss_mass_q3"),
+        }
+    return row
+
+
+def _method_line(config: TrainConfig) -> str:
+    if config.objective == "grpo":
+        grpo = config.grpo
+        return (
+            f"GRPO on `{config.student.path}` (reference `{config.teacher.path}`, ACE alpha "
+            f"{grpo.alpha_ace} {grpo.ace_form}, KL beta {grpo.kl_beta})"
+        )
+    return (
+        f"On-policy distillation of `{config.student.path}` towards `{config.teacher.path}` "
+        f"(divergence `{config.divergence.kind}`)"
+    )
 
 
 def _train_report(config, run, histories, scatters) -> ReportSection:
@@ -130,10 +148,9 @@ def _train_report(config, run, histories, scatters) -> ReportSection:
     summary = {row["arm"]: {k: v for k, v in row.items() if k != "arm"} for row in rows}
     markdown = "\n".join(
         [
-            f"On-policy distillation of `{config.student.path}` towards `{config.teacher.path}` "
-            f"on task `{config.task.name}` ({config.steps} steps of {config.prompts_per_step} "
-            f"prompts, divergence `{config.divergence.kind}`). Each arm starts from the same "
-            "student; accuracy is greedy on the same held-out problems.\n",
+            f"{_method_line(config)} on task `{config.task.name}` ({config.steps} steps of "
+            f"{config.prompts_per_step} prompts). Each arm starts from the same student; "
+            "accuracy is greedy on the same held-out problems.\n",
             markdown_table(rows, digits=3),
             f"\n![accuracy vs step](plots/{accuracy.name})\n",
             f"![training curves](plots/{curves.name})\n",

@@ -31,7 +31,7 @@ from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import hidden_states, output_weight
-from winnow.distill.objectives import opd_loss
+from winnow.distill.objectives import grpo_loss, opd_loss
 from winnow.distill.pacing import (
     pass_rates,
     problem_weights,
@@ -189,6 +189,8 @@ class OnPolicyDistiller:
         batch = self._rollout([p.prompt for p in problems], step_seed(*seed, 1))
         rewards = self._rewards(problems, batch)
         metrics = {"train_reward": float(rewards.mean())}
+        if self.config.objective == "grpo":
+            return self._grpo_step(batch, rewards, metrics)
         weights = None
         if self.config.pacing is not None:
             batch, weights, paced = self._pace(batch, rewards)
@@ -219,6 +221,37 @@ class OnPolicyDistiller:
             "response_tokens": len(step.stats.entropy),
             **selection_summary(step.stats, step.kept.cpu(), step.per_token.detach().cpu()),
         }
+        return step.loss, metrics
+
+    def _grpo_step(self, batch: RolloutBatch, rewards: Tensor, metrics: dict):
+        """GRPO (+ ACE) on the batch; the teacher slot holds the frozen reference policy."""
+        grpo = self.config.grpo
+        step = grpo_loss(
+            self.body,
+            output_weight(self.student, self.vocab_size),
+            self.teacher_hidden,
+            output_weight(self.teacher, self.vocab_size),
+            batch,
+            rewards,
+            alpha_ace=grpo.alpha_ace,
+            ace_form=grpo.ace_form,
+            kl_beta=grpo.kl_beta,
+            eps_low=grpo.eps_low,
+            eps_high=grpo.eps_high,
+            scale_by_std=grpo.scale_by_std,
+            temperature=self.config.divergence.temperature,
+            chunk_size=self.config.divergence.chunk_size,
+            reduction=self.config.divergence.reduction,
+        )
+        wrong = step.kept_rollouts & (rewards.to(step.kept_rollouts.device) < 1)
+        confidence = step.confidence[wrong]
+        metrics |= {
+            "loss": float(step.loss.detach()),
+            "kept_rollouts": float(step.kept_rollouts.float().mean()),
+            "response_tokens": len(step.per_token),
+        }
+        if len(confidence) and not torch.isnan(confidence).any():
+            metrics["wrong_confident_fraction"] = float((confidence > 0).float().mean())
         return step.loss, metrics
 
     def _rewards(self, problems: list, batch: RolloutBatch) -> Tensor:
