@@ -21,6 +21,7 @@ from winnow.distill.rollout import (
     VLLMBackend,
     assemble_batch,
     build_backend,
+    with_prompts,
 )
 
 PROMPTS = ["1+2=", "12+34=", "123+456="]  # different lengths, so prompts are left-padded
@@ -179,3 +180,54 @@ def test_vllm_backend_names_the_install(model, tokenizer):
     assert isinstance(raised.value, ImportError)
     with pytest.raises(BackendUnavailableError, match="pip install vllm"):
         build_backend("vllm", model, tokenizer)
+
+
+def test_with_prompts_keeps_responses_aligned(sampled, tokenizer):
+    """Longer prompts (OPSDC's instruction) move the responses, not their loss rows' targets."""
+    longer = ["99+" + PROMPTS[int(i) % 3] for i in sampled.problem_index]
+    moved = with_prompts(sampled, tokenizer, longer)
+    for batch in (sampled, moved):
+        assert len(batch.loss_rows()[0]) == len(sampled.loss_rows()[0])
+    targets = [
+        b.input_ids[r[0], r[1] + 1]
+        for b, r in ((sampled, sampled.loss_rows()), (moved, moved.loss_rows()))
+    ]
+    torch.testing.assert_close(targets[0], targets[1])
+    for a, b in zip(sampled.sequence_and_offset(), moved.sequence_and_offset(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert moved.responses == sampled.responses
+    assert moved.input_ids.shape[1] > sampled.input_ids.shape[1]
+
+
+def test_opd_loss_reads_the_teacher_batch(sampled, model, tokenizer):
+    """A teacher batch rebuilt with the same prompts gives exactly the default loss."""
+    from functools import partial
+
+    from winnow.distill.models import hidden_states, output_weight
+    from winnow.distill.objectives import opd_loss
+    from winnow.distill.tokens import SelectorConfig
+
+    prompts = [PROMPTS[int(i) % 3] for i in sampled.problem_index]
+    same = with_prompts(sampled, tokenizer, prompts)
+    hidden, weight = partial(hidden_states, model), output_weight(model)
+    divergence = {"kind": "reverse_kl"}
+    losses = [
+        opd_loss(
+            hidden,
+            weight,
+            hidden,
+            weight,
+            sampled,
+            SelectorConfig(),
+            torch.Generator().manual_seed(0),
+            divergence,
+            teacher_batch=teacher,
+        ).loss
+        for teacher in (None, same)
+    ]
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_with_prompts_needs_one_prompt_per_rollout(sampled, tokenizer):
+    with pytest.raises(DistillInputError, match="one prompt per rollout"):
+        with_prompts(sampled, tokenizer, PROMPTS)

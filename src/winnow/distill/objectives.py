@@ -118,6 +118,7 @@ def opd_loss(
     selection_divergence: dict | None = None,
     reduction: Literal["token", "sequence"] = "token",
     sequence_weights: Tensor | None = None,
+    teacher_batch: RolloutBatch | None = None,
 ) -> OpdLoss:
     """On-policy distillation with TIP on one rollout batch.
 
@@ -129,7 +130,9 @@ def opd_loss(
     ``selector`` keeps k rows, and only those rows reach the output projection with gradient
     (``divergence``: keyword arguments of :func:`~winnow.distill.divergence.token_divergence`).
     ``sequence_weights [B]`` scales each rollout's per-token losses before the reduction
-    (Paced's problem weights); ``per_token`` is returned unweighted.
+    (Paced's problem weights); ``per_token`` is returned unweighted. ``teacher_batch`` holds the
+    same responses after the teacher's own prompts (:func:`~winnow.distill.rollout.with_prompts`,
+    OPSDC); by default the teacher reads ``batch``.
     """
     rows = batch.loss_rows()
     if len(rows[0]) == 0:
@@ -138,8 +141,14 @@ def opd_loss(
         )
     sequence, offset = batch.sequence_and_offset()
     inputs = (batch.input_ids, batch.attention_mask, batch.position_ids)
+    teacher_batch = teacher_batch or batch
     with torch.no_grad():
-        teacher_rows = teacher(*inputs)[rows]
+        teacher_inputs = (
+            teacher_batch.input_ids,
+            teacher_batch.attention_mask,
+            teacher_batch.position_ids,
+        )
+        teacher_rows = teacher(*teacher_inputs)[teacher_batch.loss_rows()]
     student_rows = student(*inputs)[rows]
     stats = token_statistics(
         student_rows.detach(),

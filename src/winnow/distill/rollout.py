@@ -32,6 +32,7 @@ __all__ = [
     "VLLMBackend",
     "assemble_batch",
     "build_backend",
+    "with_prompts",
 ]
 
 
@@ -90,6 +91,30 @@ class RolloutBatch:
             if isinstance(getattr(self, field.name), torch.Tensor)
         }
         return dataclasses.replace(self, **picked, responses=[self.responses[int(i)] for i in rows])
+
+
+def with_prompts(
+    batch: RolloutBatch, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+) -> RolloutBatch:
+    """The same responses after other prompts: ``prompts[b]`` replaces row ``b``'s prompt.
+
+    OPSDC's teacher reads each student response after an instruction-bearing prompt. Responses
+    keep their tokens and lengths, so the ``loss_rows`` of the two batches correspond one to one
+    in row-major order (same ``sequence_and_offset``); only the positions move.
+    """
+    if len(prompts) != len(batch.responses):
+        raise DistillInputError(
+            f"prompts has {len(prompts)} entries for a batch of {len(batch.responses)} rollouts; "
+            "fix: pass one prompt per rollout (repeat each prompt n times)"
+        )
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    responses = [
+        row[mask].tolist() for row, mask in zip(batch.input_ids, batch.response_mask, strict=True)
+    ]
+    rebuilt = assemble_batch(
+        tokenizer, prompt_ids, prompt_mask, responses, batch.problem_index, eos_token_ids=()
+    )
+    return rebuilt.to(batch.input_ids.device)
 
 
 class SamplingBackend(Protocol):
