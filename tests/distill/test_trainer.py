@@ -231,3 +231,43 @@ def test_grpo_rejects_token_selectors(model_dir):
             rollout={"samples_per_prompt": 2},
             arms={"half": {"name": "random", "p": 0.5}},
         )
+
+
+def opsdc_config(model_dir: Path, **overrides) -> TrainConfig:
+    """Self-distillation: the teacher starts as the student and reads an instruction first."""
+    return train_config(
+        model_dir,
+        teacher={"path": str(model_dir / "student")},
+        teacher_instruction="0+0=",  # the char tokenizer spells only digits, '+' and '='
+        teacher_refresh_every=2,
+        divergence={"kind": "reverse_kl"},
+        **overrides,
+    )
+
+
+def test_teacher_is_refreshed_from_the_student_every_m_steps(model_dir):
+    trainer = distiller(opsdc_config(model_dir))
+    start = parameters(trainer.teacher)
+    trainer.train_step()  # step 1: the teacher is still the starting student
+    assert all(torch.equal(v, parameters(trainer.teacher)[k]) for k, v in start.items())
+    trainer.train_step()  # step 2: refreshed, equal to the student now
+    student = parameters(trainer.student)
+    assert all(torch.equal(v, student[k]) for k, v in parameters(trainer.teacher).items())
+    trainer.train_step()  # step 3: the student moved on
+    student = parameters(trainer.student)
+    assert any(not torch.equal(v, student[k]) for k, v in parameters(trainer.teacher).items())
+
+
+def test_resume_restores_a_refreshed_teacher(model_dir, tmp_path):
+    config = opsdc_config(model_dir, steps=5)
+    straight = distiller(config)
+    straight.train(5)
+    first = distiller(config)
+    first.train(3)
+    checkpoint = first.save_checkpoint(tmp_path / "step-3")
+    resumed = distiller(config)
+    resumed.load_checkpoint(checkpoint)
+    resumed.train(5)
+    assert resumed.history == straight.history
+    for name, value in parameters(straight.teacher).items():
+        assert torch.equal(parameters(resumed.teacher)[name], value)

@@ -162,6 +162,14 @@ class TrainConfig(Config):
     )
     grpo: GrpoConfig = GrpoConfig()
     pacing: PacingConfig | None = Field(None, description="Paced problem weights; None = uniform")
+    teacher_instruction: str | None = Field(
+        None,
+        description="OPSDC: text put before each prompt for the teacher only (the student sees "
+        "the plain prompt)",
+    )
+    teacher_refresh_every: int | None = Field(
+        None, ge=1, description="OPSDC: copy the student into the teacher every M steps"
+    )
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     steps: int = Field(200, ge=1, description="optimizer steps per arm")

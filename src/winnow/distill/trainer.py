@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from winnow.common.runs import atomic_write_text
+from winnow.common.runs import atomic_path, atomic_write_text
 from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
@@ -39,13 +39,14 @@ from winnow.distill.pacing import (
     teacher_calls_saved,
     weight_mass_by_bin,
 )
-from winnow.distill.rollout import RolloutBatch, build_backend
+from winnow.distill.rollout import RolloutBatch, build_backend, with_prompts
 from winnow.distill.tasks import Task
 from winnow.distill.tokens import SelectorConfig, TokenStats, selection_summary
 
 __all__ = ["OnPolicyDistiller", "StudentBody", "make_accelerator", "step_seed"]
 
 _STATE_FILE = "trainer_state.json"
+_TEACHER_FILE = "teacher.pt"
 
 
 def step_seed(*parts: int) -> int:
@@ -115,6 +116,7 @@ class OnPolicyDistiller:
         self.body, self.optimizer = self.accelerator.prepare(StudentBody(student), optimizer)
         self.student = self.accelerator.unwrap_model(self.body).model
         self.teacher = teacher.to(self.accelerator.device).eval().requires_grad_(False)
+        self.tokenizer = tokenizer
         self.backend = build_backend(config.rollout.backend, self.student, tokenizer)
         # Checkpoints of one family may pad their output matrices to different sizes.
         self.vocab_size = len(tokenizer)
@@ -165,6 +167,9 @@ class OnPolicyDistiller:
         if hasattr(self.backend, "sync_weights"):  # a separate sampling engine (vLLM)
             self.backend.sync_weights()
         self.step += 1
+        refresh = self.config.teacher_refresh_every
+        if refresh and self.step % refresh == 0:  # OPSDC: the teacher is the recent student
+            self.teacher.load_state_dict(self.student.state_dict())
         return {"step": self.step, **self._mean_over_processes(parts)}
 
     def evaluate(self) -> EvalResult:
@@ -213,6 +218,7 @@ class OnPolicyDistiller:
             ),
             reduction=divergence.reduction,
             sequence_weights=weights,
+            teacher_batch=self._teacher_batch(batch, problems),
         )
         if self.snapshot is None:
             self.snapshot = (step.stats, step.kept.cpu())
@@ -253,6 +259,14 @@ class OnPolicyDistiller:
         if len(confidence) and not torch.isnan(confidence).any():
             metrics["wrong_confident_fraction"] = float((confidence > 0).float().mean())
         return step.loss, metrics
+
+    def _teacher_batch(self, batch: RolloutBatch, problems: list) -> RolloutBatch | None:
+        """OPSDC: the same responses after the instruction and the prompt; None otherwise."""
+        instruction = self.config.teacher_instruction
+        if instruction is None:
+            return None
+        prompts = [instruction + problems[int(i)].prompt for i in batch.problem_index]
+        return with_prompts(batch, self.tokenizer, prompts)
 
     def _rewards(self, problems: list, batch: RolloutBatch) -> Tensor:
         """[B] float: 1 where the task verifies the rollout's answer."""
@@ -342,6 +356,9 @@ class OnPolicyDistiller:
         path = Path(path)
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
+            if self.config.teacher_refresh_every:  # a refreshed teacher is state too
+                with atomic_path(path / _TEACHER_FILE) as tmp:
+                    torch.save(self.teacher.state_dict(), tmp)
             state = {"step": self.step, "history": self.history}
             atomic_write_text(path / _STATE_FILE, json.dumps(state, indent=1) + "\n")
         self.accelerator.wait_for_everyone()
@@ -357,5 +374,7 @@ class OnPolicyDistiller:
                 "written by save_checkpoint, e.g. runs/<run>/checkpoints/<arm>/step-000100"
             )
         self.accelerator.load_state(str(path))
+        if (path / _TEACHER_FILE).is_file():
+            self.teacher.load_state_dict(torch.load(path / _TEACHER_FILE, weights_only=True))
         state = json.loads(state_file.read_text())
         self.step, self.history = int(state["step"]), list(state["history"])
