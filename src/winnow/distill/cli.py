@@ -17,7 +17,8 @@ from winnow.common.cli import (
 )
 
 app = typer.Typer(
-    help="On-policy distillation of LLMs with TIP token selection.", no_args_is_help=True
+    help="On-policy distillation of LLMs (TIP token selection, Paced) and GRPO with ACE.",
+    no_args_is_help=True,
 )
 
 
@@ -42,7 +43,7 @@ def train(
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """On-policy distillation, one training run per selector arm; works under accelerate launch."""
+    """Train one student per arm: distillation (TIP, Paced, OPSDC) or GRPO with ACE; DDP-ready."""
     from winnow.distill.config import TrainConfig
     from winnow.distill.jobs import run_train
 
