@@ -42,27 +42,28 @@ class ModelRef(Config):
 class TaskConfig(Config):
     """The verifiable task: synthetic addition (CPU) or math word problems from JSONL."""
 
-    name: Literal["addition", "math"] = "addition"
+    name: Literal["addition", "math_answers"] = "addition"
     digits: list[int] = Field(
         default_factory=lambda: [3],
         min_length=1,
         description="addition: operand digit counts in the pool (difficulty buckets)",
     )
     path: str | None = Field(None, description="math: JSONL file with 'problem' and 'answer'")
+    carry: bool = Field(True, description="addition: False drops every carry from the answers")
     train_problems: int = Field(4000, ge=1, description="size of the training prompt pool")
     test_problems: int = Field(256, ge=1, description="held-out problems for evaluation")
 
     @model_validator(mode="after")
     def _math_needs_a_file(self):
-        if self.name == "math" and not self.path:
-            raise ValueError("task 'math' reads problems from a JSONL file; set task.path")
+        if self.name == "math_answers" and not self.path:
+            raise ValueError("task 'math_answers' reads problems from a JSONL file; set task.path")
         return self
 
     def build_kwargs(self) -> dict:
         """Keyword arguments for :func:`winnow.distill.tasks.build_task`."""
-        if self.name == "math":
+        if self.name == "math_answers":
             return {"path": self.path}
-        return {"digits": tuple(self.digits)}
+        return {"digits": tuple(self.digits), "carry": self.carry}
 
 
 class RolloutConfig(Config):
@@ -222,6 +223,11 @@ class SftModelConfig(Config):
     """One model trained by ``winnow distill sft``: its architecture and training budget."""
 
     architecture: TinyModelConfig = TinyModelConfig()
+    drop_carry: bool = Field(
+        False,
+        description="addition only: train on answers with every carry dropped (a systematic, "
+        "confident error, e.g. for ACE)",
+    )
     steps: int = Field(600, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -242,6 +248,16 @@ class SftConfig(Config):
         architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=2000
     )
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _dropped_carries_need_addition(self):
+        dropping = [role for role in ("teacher", "student") if getattr(self, role).drop_carry]
+        if dropping and self.task.name != "addition":
+            raise ValueError(
+                f"drop_carry ({', '.join(dropping)}) applies to task 'addition', not "
+                f"{self.task.name!r}; set it to false"
+            )
+        return self
 
 
 class EvalJobConfig(Config):

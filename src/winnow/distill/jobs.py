@@ -195,11 +195,15 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
     for role in ("teacher", "student"):
         spec = getattr(config, role)
         model = build_tiny_model(spec.architecture, tokenizer, seed=config.seed)
+        examples = train
+        if spec.drop_carry:
+            wrong = _task(config.task.model_copy(update={"carry": False}))
+            examples = wrong.problems("train", config.task.train_problems, seed=config.seed)
         with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
             curves[role] = supervised_finetune(
                 model,
                 tokenizer,
-                train,
+                examples,
                 steps=spec.steps,
                 batch_size=spec.batch_size,
                 lr=spec.lr,

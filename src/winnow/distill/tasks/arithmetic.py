@@ -23,13 +23,23 @@ from winnow.distill.tasks.base import Problem, Split, answer_text, check_split, 
 __all__ = ["AdditionTask", "addition_answer"]
 
 
-def addition_answer(a: int, b: int, reverse_answer: bool = True) -> str:
+def addition_answer(a: int, b: int, reverse_answer: bool = True, carry: bool = True) -> str:
     """The digits of ``a + b``, least-significant first when ``reverse_answer``.
+
+    ``carry=False`` adds each digit column mod 10 and drops every carry: the systematic,
+    confidently learnt error of a student for ACE and forward-vs-reverse KL experiments.
 
     >>> addition_answer(123, 456), addition_answer(999, 1, reverse_answer=False)
     ('975', '1000')
+    >>> addition_answer(58, 67, reverse_answer=False, carry=False)
+    '15'
     """
-    digits = str(a + b)
+    if carry:
+        digits = str(a + b)
+    else:
+        width = max(len(str(a)), len(str(b)))
+        columns = zip(str(a).zfill(width), str(b).zfill(width), strict=True)
+        digits = "".join(str((int(x) + int(y)) % 10) for x, y in columns)
     return digits[::-1] if reverse_answer else digits
 
 
@@ -41,6 +51,8 @@ class AdditionTask:
     digits : digit counts to draw from, uniformly per problem (each >= 1). Operands have exactly
         ``n`` digits (no leading zeros); for ``n = 1`` they range over 0-9.
     reverse_answer : write the sum least-significant digit first (``"123+456="`` -> ``"975"``).
+    carry : False drops every carry from the reference answers (a deliberately wrong task to
+        train a confidently wrong student on; verify still compares with these answers).
 
     The split of a problem is a hash of its unordered operand pair, so ``a+b`` and ``b+a`` are
     always in the same split and no test problem is a commuted training problem. Problems are
@@ -51,7 +63,9 @@ class AdditionTask:
     name = "addition"
     alphabet = "0123456789+="
 
-    def __init__(self, digits: Sequence[int] = (3,), reverse_answer: bool = True) -> None:
+    def __init__(
+        self, digits: Sequence[int] = (3,), reverse_answer: bool = True, carry: bool = True
+    ) -> None:
         digits = tuple(digits)
         if not digits or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in digits
@@ -62,6 +76,7 @@ class AdditionTask:
             )
         self.digits = digits
         self.reverse_answer = bool(reverse_answer)
+        self.carry = bool(carry)
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` problems of ``split`` drawn with ``random.Random(seed)``."""
@@ -74,7 +89,7 @@ class AdditionTask:
             a, b = rng.randint(low, high), rng.randint(low, high)
             if split_of(f"{min(a, b)}+{max(a, b)}") != split:
                 continue
-            answer = addition_answer(a, b, self.reverse_answer)
+            answer = addition_answer(a, b, self.reverse_answer, self.carry)
             problems.append(Problem(prompt=f"{a}+{b}=", answer=answer, difficulty=n))
         return problems
 
@@ -83,4 +98,7 @@ class AdditionTask:
         return answer_text(response) == problem.answer
 
     def __repr__(self) -> str:
-        return f"AdditionTask(digits={self.digits!r}, reverse_answer={self.reverse_answer!r})"
+        return (
+            f"AdditionTask(digits={self.digits!r}, reverse_answer={self.reverse_answer!r}, "
+            f"carry={self.carry!r})"
+        )
