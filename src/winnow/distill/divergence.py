@@ -302,26 +302,54 @@ class _ChunkedDivergence(torch.autograd.Function):
     def backward(ctx, grad_values):
         student_hidden, student_weight, teacher_hidden, teacher_weight = ctx.saved_tensors
         divergence, beta, temperature, chunk_size = ctx.settings
-        need_hidden, need_weight = ctx.needs_input_grad[:2]
         dtype = compute_dtype(student_hidden, student_weight, teacher_hidden, teacher_weight)
-        weight = student_weight.detach().to(dtype).requires_grad_(need_weight)
         teacher_weight = teacher_weight.to(dtype)
-        grad_hidden = torch.zeros_like(student_hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
-        for rows in row_chunks(student_hidden.shape[0], chunk_size):
-            hidden = student_hidden[rows].detach().requires_grad_(need_hidden)
+
+        def values_of(rows: slice, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
             teacher_logp = head_log_probs(teacher_hidden[rows], teacher_weight, temperature)
-            with torch.enable_grad():
-                values = divergence(head_log_probs(hidden, weight, temperature), teacher_logp, beta)
-            wanted = [tensor for tensor in (hidden, weight) if tensor.requires_grad]
-            grads = iter(torch.autograd.grad(values, wanted, grad_values[rows]))
-            if need_hidden:
-                grad_hidden[rows] = next(grads)
-            if need_weight:
-                grad_weight += next(grads)
+            return divergence(head_log_probs(hidden, weight, temperature), teacher_logp, beta)
+
+        grads = recompute_input_grads(
+            student_hidden, student_weight, grad_values, ctx.needs_input_grad[:2], dtype,
+            chunk_size, values_of,
+        )  # fmt: skip
+        return (*grads, None, None, None, None, None, None)
+
+
+def recompute_input_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    grad_values: torch.Tensor,
+    needs: tuple[bool, bool],
+    dtype: torch.dtype,
+    chunk_size: int,
+    values_of: Callable[[slice, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward of every chunked head function: gradients of ``sum(grad_values * values)``.
+
+    ``values_of(rows, hidden_chunk, weight)`` recomputes the per-row values of one chunk from
+    the output matrix in ``dtype``; each chunk's graph is built, differentiated and freed before
+    the next, so no ``[K x V]`` tensor exists. ``needs`` says which of (hidden [K, d],
+    weight [V, d]) want a gradient; the other comes back as None. The weight gradient is
+    accumulated in ``dtype`` and returned in the weight's own dtype.
+    """
+    need_hidden, need_weight = needs
+    work_weight = weight.detach().to(dtype).requires_grad_(need_weight)
+    grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+    grad_weight = torch.zeros_like(work_weight) if need_weight else None
+    for rows in row_chunks(hidden.shape[0], chunk_size):
+        chunk = hidden[rows].detach().requires_grad_(need_hidden)
+        with torch.enable_grad():
+            values = values_of(rows, chunk, work_weight)
+        wanted = [tensor for tensor in (chunk, work_weight) if tensor.requires_grad]
+        grads = iter(torch.autograd.grad(values, wanted, grad_values[rows]))
+        if need_hidden:
+            grad_hidden[rows] = next(grads)
         if need_weight:
-            grad_weight = grad_weight.to(student_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+            grad_weight += next(grads)
+    if need_weight:
+        grad_weight = grad_weight.to(weight.dtype)
+    return grad_hidden, grad_weight
 
 
 def row_chunks(rows: int, chunk_size: int) -> Iterator[slice]:

@@ -24,6 +24,7 @@ from winnow.distill.divergence import (
     check_settings,
     compute_dtype,
     head_log_probs,
+    recompute_input_grads,
     row_chunks,
 )
 from winnow.distill.exceptions import DistillInputError
@@ -94,26 +95,17 @@ class _ChunkedTokenLogProbs(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_values):
-        hidden_in, weight_in, targets = ctx.saved_tensors
+        hidden, weight, targets = ctx.saved_tensors
         temperature, chunk_size = ctx.settings
-        need_hidden, need_weight = ctx.needs_input_grad[:2]
-        dtype = compute_dtype(hidden_in, weight_in)
-        weight = weight_in.detach().to(dtype).requires_grad_(need_weight)
-        grad_hidden = torch.zeros_like(hidden_in) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
-        for rows in row_chunks(hidden_in.shape[0], chunk_size):
-            hidden = hidden_in[rows].detach().requires_grad_(need_hidden)
-            with torch.enable_grad():
-                values = _picked(hidden, weight, targets[rows], temperature)
-            wanted = [tensor for tensor in (hidden, weight) if tensor.requires_grad]
-            grads = iter(torch.autograd.grad(values, wanted, grad_values[rows]))
-            if need_hidden:
-                grad_hidden[rows] = next(grads)
-            if need_weight:
-                grad_weight += next(grads)
-        if need_weight:
-            grad_weight = grad_weight.to(weight_in.dtype)
-        return grad_hidden, grad_weight, None, None, None
+
+        def values_of(rows: slice, chunk: torch.Tensor, work_weight: torch.Tensor):
+            return _picked(chunk, work_weight, targets[rows], temperature)
+
+        grads = recompute_input_grads(
+            hidden, weight, grad_values, ctx.needs_input_grad[:2], compute_dtype(hidden, weight),
+            chunk_size, values_of,
+        )  # fmt: skip
+        return (*grads, None, None, None)
 
 
 def _validate(
