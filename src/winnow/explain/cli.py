@@ -15,7 +15,8 @@ from winnow.common.cli import (
 )
 
 app = typer.Typer(
-    help="Trustworthy statistics for black-box models: S-LIME and V-statistic forests.",
+    help="Trustworthy statistics for black-box models: S-LIME, V-statistic forests, and an "
+    "explainable analysis of ridesourcing demand.",
     no_args_is_help=True,
 )
 
@@ -48,3 +49,15 @@ def forest(
 ) -> None:
     """Fit a V-statistic forest and report predictions with confidence intervals."""
     _run("forest", config, overrides, out, quiet)
+
+
+@app.command()
+def demand(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Explain ridesourcing demand by feature family and spatial context (airport, downtown,
+    neighbourhood), from shipped counts or raw portal trip files."""
+    _run("demand", config, overrides, out, quiet)

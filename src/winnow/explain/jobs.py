@@ -18,6 +18,8 @@ from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir
+from winnow.explain.demand import DemandJobConfig
+from winnow.explain.demand_report import demand_section
 from winnow.explain.exceptions import ExplainInputError
 from winnow.explain.slime import SlimeParams, StableLimeExplainer, mean_pairwise_jaccard
 from winnow.explain.tables import TableConfig, load_table
@@ -239,6 +241,7 @@ def _ribbon_grid(X: np.ndarray, column: int, points: int) -> tuple[np.ndarray, n
 JOBS: dict[str, tuple[type[Config], Callable[..., ReportSection], str]] = {
     "slime": (SlimeJobConfig, slime_section, "S-LIME stable explanations"),
     "forest": (ForestJobConfig, forest_section, "V-statistic forest confidence intervals"),
+    "demand": (DemandJobConfig, demand_section, "Ridesourcing demand across spatial contexts"),
 }
 
 

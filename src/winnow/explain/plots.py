@@ -9,7 +9,20 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_explanation", "plot_forest_ribbon"]
+__all__ = [
+    "plot_demand_map",
+    "plot_effect_curves",
+    "plot_explanation",
+    "plot_family_shares",
+    "plot_forest_ribbon",
+]
+
+CONTEXT_COLORS = {
+    "all": "tab:gray",
+    "airport": "tab:red",
+    "downtown": "tab:blue",
+    "neighborhood": "tab:green",
+}
 
 
 def plot_forest_ribbon(
@@ -65,4 +78,121 @@ def plot_explanation(explanation) -> Figure:
     status = "converged" if explanation.converged else "NOT CONVERGED (n_max reached)"
     ax.set_title(f"S-LIME, n = {explanation.n_samples}, {status}", fontsize=10)
     ax.set_xlabel("weight (per standard deviation of the feature)")
+    return fig
+
+
+def plot_family_shares(
+    labels: list[str], families: list[str], point: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> Figure:
+    """Grouped bars of each family's importance share per context, with interval whiskers.
+
+    ``point, lower, upper: [len(labels), len(families)]``; ``labels`` name the bar groups
+    (e.g. "airport (n=2, pooled model)").
+    """
+    fig = Figure(figsize=(1.6 * len(labels) + 3.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(families)
+    centers = np.arange(len(labels))
+    for k, family in enumerate(families):
+        x = centers + (k - (len(families) - 1) / 2) * width
+        ax.bar(x, point[:, k], width, label=family.replace("_", " "))
+        # The interval is drawn on its own: a percentile interval need not contain the point.
+        middle, half = (lower[:, k] + upper[:, k]) / 2, (upper[:, k] - lower[:, k]) / 2
+        ax.errorbar(x, middle, yerr=half, fmt="none", ecolor="black", capsize=3, linewidth=1)
+    ax.set_xticks(centers, labels, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("share of mean |SHAP| importance")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def plot_effect_curves(
+    feature_names: list[str],
+    grids: list[np.ndarray],
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    ylabel: str,
+) -> Figure:
+    """One panel per feature; in each, every context's centred curve with its band.
+
+    ``curves[context][i] = (curve, lower, upper)``, each ``[len(grids[i])]``, for
+    ``feature_names[i]``. Grid points are quantiles, so the x axis is in feature units and
+    points crowd where the data are.
+    """
+    columns = min(2, len(feature_names))
+    rows = -(-len(feature_names) // columns)
+    fig = Figure(figsize=(5.0 * columns, 3.4 * rows), layout="constrained")
+    for i, name in enumerate(feature_names):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        for context, per_feature in curves.items():
+            curve, lower, upper = per_feature[i]
+            color = CONTEXT_COLORS.get(context)
+            ax.fill_between(grids[i], lower, upper, color=color, alpha=0.15, linewidth=0)
+            ax.plot(grids[i], curve, marker=".", color=color, label=context)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        _scale_for_skew(ax, grids[i])
+        ax.set_xlabel(name)
+        ax.set_ylabel(ylabel)
+        if i == 0:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def _scale_for_skew(ax, grid: np.ndarray) -> None:
+    """A log x axis (symlog when the grid starts at 0) for features spanning decades."""
+    positive = grid[grid > 0]
+    if grid.min() >= 0 and positive.size > 1 and positive.max() / positive.min() > 50:
+        if grid.min() > 0:
+            ax.set_xscale("log")
+        else:
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+
+
+def plot_demand_map(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    observed: np.ndarray,
+    predicted: np.ndarray,
+    contexts: np.ndarray,
+    target_name: str,
+) -> Figure:
+    """Observed, predicted and residual demand at unit centroids, side by side.
+
+    Observed and predicted share one colour scale; markers show the context (airport: star,
+    downtown: square, neighbourhood: circle).
+    """
+    fig = Figure(figsize=(13.0, 5.2), layout="constrained")
+    low, high = np.nanmin([observed, predicted]), np.nanmax([observed, predicted])
+    residual = observed - predicted
+    limit = np.nanmax(np.abs(residual))
+    panels = [
+        ("observed", observed, "viridis", low, high),
+        ("predicted (out of fold)", predicted, "viridis", low, high),
+        ("observed - predicted", residual, "coolwarm", -limit, limit),
+    ]
+    markers = {"airport": "*", "downtown": "s", "neighborhood": "o"}
+    for k, (title, values, cmap, vmin, vmax) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for context, marker in markers.items():
+            mask = contexts == context
+            if mask.any():
+                points = ax.scatter(
+                    lon[mask],
+                    lat[mask],
+                    c=values[mask],
+                    cmap=cmap,
+                    vmin=vmin,
+                    vmax=vmax,
+                    marker=marker,
+                    s=90 if marker == "*" else 30,
+                    edgecolors="black",
+                    linewidths=0.3,
+                    label=context,
+                )
+        fig.colorbar(points, ax=ax, shrink=0.8, label=target_name if k < 2 else "residual")
+        ax.set_title(title, fontsize=10)
+        ax.set_aspect(1 / np.cos(np.radians(np.nanmean(lat))))
+        ax.set_xlabel("longitude")
+        if k == 0:
+            ax.set_ylabel("latitude")
+            ax.legend(fontsize=7, loc="lower left")
     return fig

@@ -1,0 +1,285 @@
+"""Models of a :class:`~winnow.explain.demand.DemandTable` and their bootstrap explanations.
+
+Scopes: the pooled model sees every row; each context with at least ``min_context_rows`` rows
+also gets a model of its own. Every scope is refitted on ``bootstrap`` resamples of its rows
+(stratified by context, so a small context keeps its size) and each refit is explained on the
+original rows of the contexts it covers: SHAP family shares, partial dependence and ALE on the
+grid shared by all contexts. Percentiles of the replicates give the intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from winnow.common.progress import track_progress
+from winnow.explain.demand import DemandJobConfig, DemandTable
+from winnow.explain.effects import (
+    accumulated_local_effects,
+    ale_local_effects,
+    curve_difference,
+    family_shares,
+    ice_curves,
+    percentile_interval,
+    shared_grid,
+)
+
+__all__ = [
+    "ALL_ROWS",
+    "MODELS",
+    "ContextExplanation",
+    "DemandAnalysis",
+    "analyse_demand",
+    "cross_validated_metrics",
+    "shap_values",
+]
+
+ALL_ROWS = "all"
+
+
+def _boosting(config: DemandJobConfig, seed: int):
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(
+        **config.model.model_dump(),
+        subsample_freq=1,
+        random_state=seed,
+        n_jobs=1,
+        verbose=-1,
+    )
+
+
+def _forest(config: DemandJobConfig, seed: int):
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=1)
+
+
+def _linear(config: DemandJobConfig, seed: int):
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        SimpleImputer(strategy="median"), StandardScaler(), RidgeCV(np.logspace(-3, 3, 13))
+    )
+
+
+# The explained model first; the other two are references for its cross-validated accuracy.
+MODELS = {"lightgbm": _boosting, "random_forest": _forest, "ridge": _linear}
+
+
+def shap_values(model, X: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact tree SHAP values ``[n, p]`` of a fitted tree model and its expected value."""
+    from shap import TreeExplainer
+
+    explainer = TreeExplainer(model)
+    return np.asarray(explainer.shap_values(X)), float(np.ravel(explainer.expected_value)[0])
+
+
+@dataclass
+class ContextExplanation:
+    """One context's explanation: point estimates and their bootstrap replicates.
+
+    Curves are lists over features (each on its own grid): ``pd[j]: [G_j]``,
+    ``pd_boot[j]: [B, G_j]``; shares map family -> point, ``share_boot`` family -> ``[B]``.
+    """
+
+    context: str
+    rows: int
+    explained_by: str
+    shares: dict[str, float]
+    share_boot: dict[str, np.ndarray]
+    pd: list[np.ndarray]
+    pd_boot: list[np.ndarray]
+    ale: list[np.ndarray]
+    ale_boot: list[np.ndarray]
+    importance: np.ndarray
+
+    def share_interval(self, family: str, alpha: float) -> tuple[float, float]:
+        lower, upper = percentile_interval(self.share_boot[family], alpha)
+        return float(lower), float(upper)
+
+
+@dataclass
+class DemandAnalysis:
+    """Everything the demand report shows.
+
+    ``pooled`` explains every context (and ``all`` rows) through the pooled model, so their
+    curves differ only through the rows each context holds; ``own`` explains each context
+    large enough for a model of its own, as in the reference study.
+    """
+
+    table: DemandTable
+    metrics: list[dict]
+    out_of_fold: np.ndarray
+    grids: list[np.ndarray]
+    pooled: dict[str, ContextExplanation]
+    own: dict[str, ContextExplanation]
+    heterogeneity: list[dict]
+
+
+def cross_validated_metrics(table: DemandTable, config: DemandJobConfig) -> list[dict]:
+    """R² and RMSE of each model in each scope, by shuffled K-fold cross-validation."""
+    from sklearn.model_selection import KFold, cross_validate
+
+    rows = []
+    for scope, index in _scopes(table, config).items():
+        folds = KFold(min(config.cv_folds, len(index)), shuffle=True, random_state=config.seed)
+        for name, make in MODELS.items():
+            scores = cross_validate(
+                make(config, config.seed),
+                table.X[index],
+                table.y[index],
+                cv=folds,
+                scoring=("r2", "neg_root_mean_squared_error"),
+            )
+            rows.append(
+                {
+                    "scope": scope,
+                    "model": name,
+                    "rows": len(index),
+                    "cv_r2_mean": float(scores["test_r2"].mean()),
+                    "cv_r2_sd": float(scores["test_r2"].std(ddof=1)),
+                    "cv_rmse": float(-scores["test_neg_root_mean_squared_error"].mean()),
+                }
+            )
+    return rows
+
+
+def _scopes(table: DemandTable, config: DemandJobConfig) -> dict[str, np.ndarray]:
+    """``all`` (pooled) and every context large enough for a model of its own."""
+    scopes = {ALL_ROWS: np.arange(len(table.y))}
+    for context in _present_contexts(table):
+        rows = table.rows(context)
+        if len(rows) >= config.min_context_rows:
+            scopes[context] = rows
+    return scopes
+
+
+def _present_contexts(table: DemandTable) -> list[str]:
+    return [c for c in ("airport", "downtown", "neighborhood") if (table.contexts == c).any()]
+
+
+def analyse_demand(
+    table: DemandTable, config: DemandJobConfig, quiet: bool = False
+) -> DemandAnalysis:
+    """Cross-validate, then explain every context with bootstrap intervals."""
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    metrics = cross_validated_metrics(table, config)
+    folds = KFold(config.cv_folds, shuffle=True, random_state=config.seed)
+    out_of_fold = cross_val_predict(_boosting(config, config.seed), table.X, table.y, cv=folds)
+    grids = [shared_grid(table.X[:, j], config.grid_points) for j in range(table.X.shape[1])]
+    scopes = _scopes(table, config)
+    explained = {}
+    with track_progress(
+        "demand bootstrap", total=len(scopes) * (config.bootstrap + 1), quiet=quiet
+    ) as bar:
+        for scope, fit_rows in scopes.items():
+            contexts = [ALL_ROWS, *_present_contexts(table)] if scope == ALL_ROWS else [scope]
+            explained[scope] = _explain_scope(table, config, fit_rows, contexts, grids, bar)
+    pooled = explained.pop(ALL_ROWS)
+    own = {scope: found[scope] for scope, found in explained.items()}
+    heterogeneity = _heterogeneity(table, pooled, grids, config.alpha)
+    return DemandAnalysis(table, metrics, out_of_fold, grids, pooled, own, heterogeneity)
+
+
+def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, ContextExplanation]:
+    """Fit on ``fit_rows`` and on each bootstrap resample; explain each context's rows."""
+    label = "pooled model" if len(contexts) > 1 else "own model"
+    in_scope = table.contexts[fit_rows]
+    where = {  # positions of each context's rows within fit_rows
+        c: np.arange(len(fit_rows)) if c == ALL_ROWS else np.flatnonzero(in_scope == c)
+        for c in contexts
+    }
+    X = table.X[fit_rows]
+    point = _explain(_fit(table, config, fit_rows, config.seed), X, table.families, grids, where)
+    bar.advance(1)
+    replicates = []
+    for b in range(config.bootstrap):
+        rng = np.random.default_rng([config.seed, b])
+        sample = _stratified_resample(fit_rows, table.contexts[fit_rows], rng)
+        model = _fit(table, config, sample, config.seed + 1 + b)
+        replicates.append(_explain(model, X, table.families, grids, where))
+        bar.advance(1)
+    out = {}
+    for context in contexts:
+        shares, pd, ale, importance = point[context]
+        boot = [replicate[context] for replicate in replicates]
+        out[context] = ContextExplanation(
+            context=context,
+            rows=len(where[context]),
+            explained_by=label,
+            shares=shares,
+            share_boot={f: np.array([r[0][f] for r in boot]) for f in shares},
+            pd=pd,
+            pd_boot=[np.array([r[1][j] for r in boot]) for j in range(len(grids))],
+            ale=ale,
+            ale_boot=[np.array([r[2][j] for r in boot]) for j in range(len(grids))],
+            importance=importance,
+        )
+    return out
+
+
+def _fit(table: DemandTable, config: DemandJobConfig, rows: np.ndarray, seed: int):
+    return _boosting(config, seed).fit(table.X[rows], table.y[rows])
+
+
+def _stratified_resample(rows: np.ndarray, strata: np.ndarray, rng) -> np.ndarray:
+    parts = [rng.choice(rows[strata == s], size=(strata == s).sum()) for s in np.unique(strata)]
+    return np.concatenate(parts)
+
+
+def _explain(model, X: np.ndarray, families: dict, grids: list, where: dict) -> dict:
+    """SHAP, ICE and ALE local effects once on ``X``, then summarised per subset of rows."""
+    values, _ = shap_values(model, X)
+    ice = [ice_curves(model.predict, X, j, grid) for j, grid in enumerate(grids)]
+    local = [ale_local_effects(model.predict, X, j, grid) for j, grid in enumerate(grids)]
+    found = {}
+    for context, rows in where.items():
+        pd = [curves[rows].mean(axis=0) for curves in ice]
+        ale = [
+            accumulated_local_effects(bins[rows], effects[rows], len(grid))
+            for (bins, effects), grid in zip(local, grids, strict=True)
+        ]
+        importance = np.abs(values[rows]).mean(axis=0)
+        found[context] = (family_shares(values[rows], families), pd, ale, importance)
+    return found
+
+
+def _heterogeneity(table, explanations, grids, alpha: float) -> list[dict]:
+    """Per feature and pair of contexts: where centred PD / ALE curves of the pooled model
+    differ beyond their interval (paired by bootstrap replicate)."""
+    contexts = _present_contexts(table)
+    family_of = {j: f for f, columns in table.families.items() for j in columns}
+    rows = []
+    for j, name in enumerate(table.feature_names):
+        for i, a in enumerate(contexts):
+            for b in contexts[i + 1 :]:
+                row = {"feature": name, "family": family_of[j], "contexts": f"{a} vs {b}"}
+                for kind in ("pd", "ale"):
+                    found = curve_difference(
+                        getattr(explanations[a], f"{kind}_boot")[j],
+                        getattr(explanations[b], f"{kind}_boot")[j],
+                        alpha,
+                    )
+                    row[f"{kind}_share_differing"] = found["share_of_grid_differing"]
+                    row[f"{kind}_max_abs_difference"] = found["max_abs_difference"]
+                    row[f"{kind}_differs_on"] = _ranges(grids[j], found["differs"])
+                rows.append(row)
+    return rows
+
+
+def _ranges(grid: np.ndarray, mask: np.ndarray) -> str:
+    """Grid intervals where ``mask`` holds, e.g. ``"0.12-0.40, 0.9-1.3"``."""
+    spans, start = [], None
+    for k, flag in enumerate([*mask, False]):
+        if flag and start is None:
+            start = k
+        elif not flag and start is not None:
+            spans.append(f"{grid[start]:.3g}-{grid[k - 1]:.3g}")
+            start = None
+    return ", ".join(spans)

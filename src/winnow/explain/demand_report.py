@@ -1,0 +1,203 @@
+"""The demand job's report: data joins, model accuracy, family shares, effect curves, a map."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from winnow.common.report import ReportSection, markdown_table
+from winnow.common.runs import RunDir
+from winnow.explain.demand import DemandJobConfig, build_demand_table
+from winnow.explain.demand_models import ALL_ROWS, DemandAnalysis, analyse_demand
+from winnow.explain.effects import center, percentile_interval
+
+__all__ = ["demand_section"]
+
+# Built-environment share of SHAP importance reported by Zhang et al. (arXiv 2209.07980).
+REFERENCE_BUILT_ENVIRONMENT = {"airport": 0.50, "downtown": 0.47, "neighborhood": 0.41}
+
+
+def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) -> ReportSection:
+    """Build the table, analyse it, draw the plots into ``run`` and write the report text."""
+    table = build_demand_table(config)
+    analysis = analyse_demand(table, config, quiet)
+    shares = _share_rows(analysis, config.alpha)
+    top = _top_features(analysis, config.curves)
+    plots = _draw(analysis, run, shares, top, config.alpha)
+    heterogeneity = sorted(
+        analysis.heterogeneity,
+        key=lambda row: -(row["pd_share_differing"] + row["ale_share_differing"]),
+    )
+    summary = {
+        "rows": len(table.y),
+        "rows_by_context": _counts(table.contexts),
+        "level": table.level,
+        "unit": table.unit,
+        "target": table.target_name,
+        "source": table.source_summary,
+        "joins": table.joins.entries,
+        "cv": analysis.metrics,
+        "family_shares": shares,
+        "heterogeneity": heterogeneity,
+    }
+    markdown = "\n".join(
+        [
+            _intro(analysis, config),
+            "#### Data joins\n\nEvery join, with the rows before and after and what was done "
+            "with keys that found no match:\n",
+            markdown_table(table.joins.entries),
+            "#### Model accuracy\n\nShuffled "
+            f"{config.cv_folds}-fold cross-validation of `{table.target_name}`. LightGBM is the "
+            "explained model; the random forest and ridge regression are references.\n",
+            markdown_table(analysis.metrics, digits=3),
+            _shares_markdown(shares, plots["shares"], config.alpha),
+            _curves_markdown(plots, top),
+            "#### Where effects differ between contexts\n\nCentred pooled-model curves of two "
+            f"contexts are compared at each grid point; *differs on* lists the ranges where the "
+            f"{100 * (1 - config.alpha):.0f}% bootstrap interval of their difference excludes "
+            "zero (share = fraction of grid points). Twelve largest:\n",
+            markdown_table(heterogeneity[:12], digits=3),
+            f"#### Map\n\n![map](plots/{plots['map']})\n\n_Out-of-fold LightGBM predictions at "
+            "unit centroids (tract internal points, averaged for areas)._\n",
+        ]
+    )
+    return ReportSection(markdown, summary)
+
+
+def _counts(contexts: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(contexts, return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def _intro(analysis: DemandAnalysis, config: DemandJobConfig) -> str:
+    table = analysis.table
+    counts = _counts(table.contexts)
+    small = {c: n for c, n in counts.items() if n < config.min_context_rows}
+    text = (
+        f"Demand unit: {table.unit} by {table.level.replace('_', ' ')}, {len(table.y)} rows "
+        f"({', '.join(f'{c}: {n}' for c, n in counts.items())}); target `{table.target_name}`; "
+        f"{config.bootstrap} bootstrap refits per model for the intervals. Source: "
+        f"{', '.join(f'{k} = {v}' for k, v in table.source_summary.items())}.\n"
+    )
+    if small:
+        text += (
+            f"\n**Small sample.** {', '.join(f'{c} has {n} rows' for c, n in small.items())}: "
+            f"fewer than {config.min_context_rows}, so no model of its own; it is explained "
+            "through the pooled model, which learns it mostly from the other contexts. Read its "
+            "intervals, not its point estimates: with so few rows they only show how much the "
+            "pooled fit moves under resampling, not the spread of a population.\n"
+        )
+    return text
+
+
+def _share_rows(analysis: DemandAnalysis, alpha: float) -> list[dict]:
+    explained = [*analysis.pooled.values(), *analysis.own.values()]
+    rows = []
+    for explanation in explained:
+        row = {
+            "context": explanation.context,
+            "rows": explanation.rows,
+            "model": explanation.explained_by,
+        }
+        for family, share in explanation.shares.items():
+            lower, upper = explanation.share_interval(family, alpha)
+            row[family] = share
+            row[f"{family}_lower"] = lower
+            row[f"{family}_upper"] = upper
+        order = np.argsort(-explanation.importance)[:3]
+        row["top_features"] = ", ".join(analysis.table.feature_names[j] for j in order)
+        rows.append(row)
+    return rows
+
+
+def _shares_markdown(rows: list[dict], plot: str, alpha: float) -> str:
+    families = [k for k in rows[0] if k + "_lower" in rows[0]]
+    shown = [
+        {
+            "context": row["context"],
+            "rows": row["rows"],
+            "model": row["model"],
+            **{
+                family.replace("_", " "): f"{row[family]:.2f} "
+                f"[{row[family + '_lower']:.2f}, {row[family + '_upper']:.2f}]"
+                for family in families
+            },
+            "paper: built environment": REFERENCE_BUILT_ENVIRONMENT.get(row["context"], ""),
+            "top features": row["top_features"],
+        }
+        for row in rows
+    ]
+    return (
+        "#### Importance by feature family\n\nA family's share is the sum of its features' mean "
+        f"|SHAP| over the context's rows, divided by the total; brackets are "
+        f"{100 * (1 - alpha):.0f}% percentile bootstrap intervals. The last columns give the "
+        "built-environment share Zhang et al. report for tract-to-tract trips (a different unit, "
+        "feature list and year: a comparison of direction, not a replication).\n\n"
+        + markdown_table(shown)
+        + f"\n![family shares](plots/{plot})\n"
+    )
+
+
+def _top_features(analysis: DemandAnalysis, count: int) -> list[int]:
+    return [int(j) for j in np.argsort(-analysis.pooled[ALL_ROWS].importance)[:count]]
+
+
+def _draw(analysis: DemandAnalysis, run: RunDir, shares: list[dict], top, alpha) -> dict:
+    from winnow.explain.plots import plot_demand_map, plot_effect_curves, plot_family_shares
+
+    table = analysis.table
+    families = list(table.families)
+    labels = [f"{r['context']} (n={r['rows']}, {r['model']})" for r in shares]
+
+    def matrix(suffix: str) -> np.ndarray:
+        return np.array([[r[f + suffix] for f in families] for r in shares])
+
+    plots = {
+        "shares": run.save_plot(
+            plot_family_shares(labels, families, matrix(""), matrix("_lower"), matrix("_upper")),
+            "demand_family_shares",
+        ).name,
+        "map": run.save_plot(
+            plot_demand_map(
+                table.lon,
+                table.lat,
+                table.y,
+                analysis.out_of_fold,
+                table.contexts,
+                table.target_name,
+            ),
+            "demand_map",
+        ).name,
+    }
+    contexts = [c for c in analysis.pooled if c != ALL_ROWS]
+    for kind, label in (("pd", "partial dependence"), ("ale", "accumulated local effect")):
+        curves = {
+            c: [_centred_band(analysis.pooled[c], kind, j, alpha) for j in top] for c in contexts
+        }
+        figure = plot_effect_curves(
+            [table.feature_names[j] for j in top],
+            [analysis.grids[j] for j in top],
+            curves,
+            f"centred {label}",
+        )
+        plots[kind] = run.save_plot(figure, f"demand_{kind}").name
+    return plots
+
+
+def _centred_band(explanation, kind: str, feature: int, alpha: float):
+    curve = center(getattr(explanation, kind)[feature])
+    lower, upper = percentile_interval(center(getattr(explanation, f"{kind}_boot")[feature]), alpha)
+    return curve, lower, upper
+
+
+def _curves_markdown(plots: dict, top: list[int]) -> str:
+    return (
+        "#### Nonlinear effects by context\n\n"
+        f"The {len(top)} features with the largest pooled mean |SHAP|, on a grid of quantiles "
+        "shared by all contexts. Each curve is the pooled model's effect averaged over one "
+        "context's rows, centred on its mean over the grid (shapes, not levels, are compared), "
+        "with its bootstrap band. Partial dependence sets the feature for every row of the "
+        "context; accumulated local effects (ALE) only move rows within their own bin, so they "
+        "stay where the context has data and are flat where it has none.\n\n"
+        f"![partial dependence](plots/{plots['pd']})\n\n"
+        f"![accumulated local effects](plots/{plots['ale']})\n"
+    )
