@@ -98,7 +98,7 @@ def test_contexts_of_areas_and_tracts(tracts_and_log, areas):
 def test_missing_acs_tract_is_an_error_naming_the_fix(tmp_path):
     acs = pd.read_csv(data_file("ridesourcing/tract_acs2019.csv"))
     acs[acs["CENSUS_TRACT"] != 17031320100].to_csv(tmp_path / "acs.csv", index=False)
-    with pytest.raises(ExplainInputError, match="no ACS row.*same tract vintage"):
+    with pytest.raises(ExplainInputError, match=r"no ACS row.*same tract vintage"):
         load_tracts(CensusFiles(acs=str(tmp_path / "acs.csv")), JoinLog())
 
 

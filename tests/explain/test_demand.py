@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from tests.explain.test_trips import write_csv
 from winnow.cli import app
 from winnow.common.config import ConfigError, load_config
 from winnow.common.data import data_file
@@ -20,7 +21,6 @@ from winnow.explain.demand_models import (
 )
 from winnow.explain.exceptions import ExplainInputError
 from winnow.explain.jobs import run_job
-from tests.explain.test_trips import write_csv
 
 FAST = ["bootstrap=10", "model.n_estimators=40", "grid_points=6", "cv_folds=3"]
 
@@ -113,7 +113,7 @@ def test_config_errors_name_the_field(overrides, message):
 def test_unknown_feature_lists_what_is_available():
     with pytest.raises(ExplainInputError, match=r"families.b: \['bus_density'\].*available: .*"):
         build_demand_table(config("families={a: [pop_density_km2], b: [bus_density]}"))
-    with pytest.raises(ExplainInputError, match="trip attributes need source.trips"):
+    with pytest.raises(ExplainInputError, match=r"trip attributes need source\.trips"):
         build_demand_table(config("families={a: [pop_density_km2], t: [mean_fare]}"))
 
 

@@ -10,6 +10,7 @@ from winnow.explain.effects import (
     ale_local_effects,
     center,
     curve_difference,
+    data_support,
     family_shares,
     ice_curves,
     shared_grid,
@@ -88,3 +89,18 @@ def test_curve_difference_ignores_levels_and_finds_shape_differences():
     steeper = curve_difference(grid + noise(), 3 * grid + noise(), alpha=0.05)
     assert steeper["share_of_grid_differing"] >= 0.8
     assert steeper["max_abs_difference"] == pytest.approx(1.0, abs=0.05)  # |(1-3)(g - 0.5)|
+
+
+def test_data_support_and_difference_on_the_shared_support_only():
+    grid = np.linspace(0, 1, 11)
+    support = data_support(np.array([0.25, np.nan, 0.75]), grid)
+    assert grid[support].tolist() == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7])
+    rng = np.random.default_rng(2)
+    a = grid + rng.normal(0, 0.01, size=(100, 11))
+    b = np.where(grid < 0.25, 5.0, grid) + rng.normal(0, 0.01, size=(100, 11))
+    found = curve_difference(a, b, alpha=0.05, support=support)
+    assert found["points_compared"] == 5
+    assert found["share_of_grid_differing"] <= 0.2  # the curves differ only off the support
+    assert not found["differs"][~support].any()
+    single = curve_difference(a, b, alpha=0.05, support=grid == 0.5)
+    assert np.isnan(single["share_of_grid_differing"])

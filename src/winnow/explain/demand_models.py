@@ -19,6 +19,7 @@ from winnow.explain.effects import (
     accumulated_local_effects,
     ale_local_effects,
     curve_difference,
+    data_support,
     family_shares,
     ice_curves,
     percentile_interval,
@@ -85,6 +86,8 @@ class ContextExplanation:
 
     Curves are lists over features (each on its own grid): ``pd[j]: [G_j]``,
     ``pd_boot[j]: [B, G_j]``; shares map family -> point, ``share_boot`` family -> ``[B]``.
+    ``support[j]: [G_j] bool`` marks the grid points inside the range of the context's own
+    values of feature j: outside it, ALE has no data and partial dependence extrapolates.
     """
 
     context: str
@@ -97,6 +100,7 @@ class ContextExplanation:
     ale: list[np.ndarray]
     ale_boot: list[np.ndarray]
     importance: np.ndarray
+    support: list[np.ndarray]
 
     def share_interval(self, family: str, alpha: float) -> tuple[float, float]:
         lower, upper = percentile_interval(self.share_boot[family], alpha)
@@ -220,6 +224,7 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
             ale=ale,
             ale_boot=[np.array([r[2][j] for r in boot]) for j in range(len(grids))],
             importance=importance,
+            support=[data_support(X[where[context], j], g) for j, g in enumerate(grids)],
         )
     return out
 
@@ -252,20 +257,28 @@ def _explain(model, X: np.ndarray, families: dict, grids: list, where: dict) -> 
 
 def _heterogeneity(table, explanations, grids, alpha: float) -> list[dict]:
     """Per feature and pair of contexts: where centred PD / ALE curves of the pooled model
-    differ beyond their interval (paired by bootstrap replicate)."""
+    differ beyond their interval (paired by bootstrap replicate).
+
+    Partial dependence is compared on the whole grid; ALE only where both contexts have data,
+    since outside its own range a context's ALE is flat by construction, not by evidence.
+    """
     contexts = _present_contexts(table)
     family_of = {j: f for f, columns in table.families.items() for j in columns}
     rows = []
     for j, name in enumerate(table.feature_names):
         for i, a in enumerate(contexts):
             for b in contexts[i + 1 :]:
+                first, second = explanations[a], explanations[b]
                 row = {"feature": name, "family": family_of[j], "contexts": f"{a} vs {b}"}
-                for kind in ("pd", "ale"):
+                both = first.support[j] & second.support[j]
+                for kind, support in (("pd", None), ("ale", both)):
                     found = curve_difference(
-                        getattr(explanations[a], f"{kind}_boot")[j],
-                        getattr(explanations[b], f"{kind}_boot")[j],
+                        getattr(first, f"{kind}_boot")[j],
+                        getattr(second, f"{kind}_boot")[j],
                         alpha,
+                        support,
                     )
+                    row[f"{kind}_points"] = found["points_compared"]
                     row[f"{kind}_share_differing"] = found["share_of_grid_differing"]
                     row[f"{kind}_max_abs_difference"] = found["max_abs_difference"]
                     row[f"{kind}_differs_on"] = _ranges(grids[j], found["differs"])

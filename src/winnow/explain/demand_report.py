@@ -8,7 +8,7 @@ from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir
 from winnow.explain.demand import DemandJobConfig, build_demand_table
 from winnow.explain.demand_models import ALL_ROWS, DemandAnalysis, analyse_demand
-from winnow.explain.effects import center, percentile_interval
+from winnow.explain.effects import percentile_interval
 
 __all__ = ["demand_section"]
 
@@ -25,7 +25,7 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
     plots = _draw(analysis, run, shares, top, config.alpha)
     heterogeneity = sorted(
         analysis.heterogeneity,
-        key=lambda row: -(row["pd_share_differing"] + row["ale_share_differing"]),
+        key=lambda row: -np.nansum([row["pd_share_differing"], row["ale_share_differing"]]),
     )
     summary = {
         "rows": len(table.y),
@@ -54,7 +54,9 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
             "#### Where effects differ between contexts\n\nCentred pooled-model curves of two "
             f"contexts are compared at each grid point; *differs on* lists the ranges where the "
             f"{100 * (1 - config.alpha):.0f}% bootstrap interval of their difference excludes "
-            "zero (share = fraction of grid points). Twelve largest:\n",
+            "zero (share = fraction of the points compared). Partial dependence is compared on "
+            "the whole grid, ALE only on the points inside both contexts' data (`ale_points`). "
+            "Twelve largest:\n",
             markdown_table(heterogeneity[:12], digits=3),
             f"#### Map\n\n![map](plots/{plots['map']})\n\n_Out-of-fold LightGBM predictions at "
             "unit centroids (tract internal points, averaged for areas)._\n",
@@ -184,8 +186,15 @@ def _draw(analysis: DemandAnalysis, run: RunDir, shares: list[dict], top, alpha)
 
 
 def _centred_band(explanation, kind: str, feature: int, alpha: float):
-    curve = center(getattr(explanation, kind)[feature])
-    lower, upper = percentile_interval(center(getattr(explanation, f"{kind}_boot")[feature]), alpha)
+    """The curve and its band, centred; ALE is drawn only where the context has data."""
+    curve = getattr(explanation, kind)[feature].copy()
+    boot = getattr(explanation, f"{kind}_boot")[feature].copy()
+    if kind == "ale":
+        outside = ~explanation.support[feature]
+        curve[outside], boot[:, outside] = np.nan, np.nan
+    curve = curve - np.nanmean(curve)
+    boot = boot - np.nanmean(boot, axis=1, keepdims=True)
+    lower, upper = percentile_interval(boot, alpha)
     return curve, lower, upper
 
 

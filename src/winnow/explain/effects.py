@@ -16,6 +16,7 @@ __all__ = [
     "ale_local_effects",
     "center",
     "curve_difference",
+    "data_support",
     "family_shares",
     "ice_curves",
     "percentile_interval",
@@ -117,19 +118,40 @@ def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, 
     return lower, upper
 
 
-def curve_difference(boot_a: np.ndarray, boot_b: np.ndarray, alpha: float) -> dict:
+def data_support(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Grid points within ``[min, max]`` of the finite ``values``: where ALE is informed."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(len(grid), dtype=bool)
+    return (grid >= finite.min()) & (grid <= finite.max())
+
+
+def curve_difference(
+    boot_a: np.ndarray, boot_b: np.ndarray, alpha: float, support: np.ndarray | None = None
+) -> dict:
     """Where two contexts' centred curves differ beyond their bootstrap interval.
 
-    ``boot_a, boot_b: [B, G]`` are curves from independent bootstrap replicates of each
-    context, paired by replicate index. Returns the share of grid points whose ``1 - alpha``
-    interval of the difference excludes zero, the largest absolute mean difference, and the
-    mask of those grid points.
+    ``boot_a, boot_b: [B, G]`` are curves of bootstrap replicates paired by index. Only the
+    grid points in ``support: [G] bool`` (default all) are compared, and each curve is centred
+    over them. Returns the share of compared points whose ``1 - alpha`` interval of the
+    difference excludes zero (NaN when fewer than two points are compared), the largest absolute
+    mean difference, the number of points compared and ``differs: [G] bool``.
     """
-    difference = center(boot_a) - center(boot_b)
+    support = np.ones(boot_a.shape[1], dtype=bool) if support is None else support
+    differs = np.zeros(boot_a.shape[1], dtype=bool)
+    if support.sum() < 2:
+        return {
+            "share_of_grid_differing": float("nan"),
+            "max_abs_difference": float("nan"),
+            "points_compared": int(support.sum()),
+            "differs": differs,
+        }
+    difference = center(boot_a[:, support]) - center(boot_b[:, support])
     lower, upper = percentile_interval(difference, alpha)
-    differs = (lower > 0) | (upper < 0)
+    differs[support] = (lower > 0) | (upper < 0)
     return {
-        "share_of_grid_differing": float(differs.mean()),
+        "share_of_grid_differing": float(differs[support].mean()),
         "max_abs_difference": float(np.abs(difference.mean(axis=0)).max()),
+        "points_compared": int(support.sum()),
         "differs": differs,
     }

@@ -71,8 +71,11 @@ class TripSource(Config):
 
     @field_validator("paths", mode="before")
     @classmethod
-    def _one_path_is_a_list(cls, value):
-        return [value] if isinstance(value, str | Path) else value
+    def _paths_as_strings(cls, value):
+        values = [value] if isinstance(value, str | Path) else value
+        if isinstance(values, list | tuple):
+            return [str(item) if isinstance(item, Path) else item for item in values]
+        return values
 
     @field_validator("start", "end")
     @classmethod
@@ -250,10 +253,11 @@ def _typed_columns(found: dict[str, tuple[str, str]], source: TripSource) -> lis
             columns.append(f"TRY_CAST(TRY_CAST({tract} AS DOUBLE) AS BIGINT) AS {end}_tract")
     for column, kind in _ATTRIBUTES.values():
         target = "BOOLEAN" if kind == "flag" else "DOUBLE"
-        value = raw(column)
-        if is_text(column) and kind == "number":  # tolerate thousands separators: "1,234"
-            value = f"replace({value}, ',', '')"
-        columns.append(f"TRY_CAST({value} AS {target}) AS {column}")
+        value = f"TRY_CAST({raw(column)} AS {target})"
+        if is_text(column) and kind == "number":  # "1,234" and "$12.50"; evaluated only if NULL
+            bare = f"replace(replace({raw(column)}, ',', ''), '$', '')"
+            value = f"coalesce({value}, TRY_CAST({bare} AS DOUBLE))"
+        columns.append(f"{value} AS {column}")
     return columns
 
 
