@@ -137,6 +137,9 @@ class DemandJobConfig(Config):
     bootstrap: int = Field(200, ge=10, description="replicates for intervals")
     alpha: float = Field(0.05, gt=0, lt=1, description="1 - confidence level")
     grid_points: int = Field(15, ge=3, description="quantile grid of the effect curves")
+    curve_rows: int = Field(
+        300, ge=10, description="rows per context (seeded sample) whose ICE/ALE make the curves"
+    )
     curves: int = Field(4, ge=1, description="effect curves drawn: the most important features")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ grid shared by all contexts. Percentiles of the replicates give the intervals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 ALL_ROWS = "all"
+# Seed stream of the curve-row sample, apart from the bootstrap streams 0..bootstrap-1.
+CURVE_STREAM = 2**31 - 1
 
 
 def _boosting(config: DemandJobConfig, seed: int):
@@ -200,14 +203,17 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
         for c in contexts
     }
     X = table.X[fit_rows]
-    point = _explain(_fit(table, config, fit_rows, config.seed), X, table.families, grids, where)
+    curves = _curve_rows(
+        where, config.curve_rows, np.random.default_rng([config.seed, CURVE_STREAM])
+    )
+    explain = partial(_explain, X=X, families=table.families, grids=grids, where=where, **curves)
+    point = explain(_fit(table, config, fit_rows, config.seed))
     bar.advance(1)
     replicates = []
     for b in range(config.bootstrap):
         rng = np.random.default_rng([config.seed, b])
         sample = _stratified_resample(fit_rows, table.contexts[fit_rows], rng)
-        model = _fit(table, config, sample, config.seed + 1 + b)
-        replicates.append(_explain(model, X, table.families, grids, where))
+        replicates.append(explain(_fit(table, config, sample, config.seed + 1 + b)))
         bar.advance(1)
     out = {}
     for context in contexts:
@@ -224,7 +230,10 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
             ale=ale,
             ale_boot=[np.array([r[2][j] for r in boot]) for j in range(len(grids))],
             importance=importance,
-            support=[data_support(X[where[context], j], g) for j, g in enumerate(grids)],
+            support=[
+                data_support(X[curves["curve_at"]][curves["curve_where"][context], j], g)
+                for j, g in enumerate(grids)
+            ],
         )
     return out
 
@@ -238,16 +247,37 @@ def _stratified_resample(rows: np.ndarray, strata: np.ndarray, rng) -> np.ndarra
     return np.concatenate(parts)
 
 
-def _explain(model, X: np.ndarray, families: dict, grids: list, where: dict) -> dict:
-    """SHAP, ICE and ALE local effects once on ``X``, then summarised per subset of rows."""
+def _curve_rows(where: dict, limit: int, rng) -> dict:
+    """At most ``limit`` rows of each context (seeded, the same for every replicate) for ICE
+    and ALE, which cost ``len(grid)`` predictions per row; SHAP uses every row.
+
+    Returns ``curve_at`` (positions in the scope's rows) and ``curve_where`` (each context's
+    positions within ``curve_at``).
+    """
+    chosen = {
+        c: rows if len(rows) <= limit else np.sort(rng.choice(rows, limit, replace=False))
+        for c, rows in where.items()
+    }
+    curve_at = np.unique(np.concatenate(list(chosen.values())))
+    return {
+        "curve_at": curve_at,
+        "curve_where": {c: np.searchsorted(curve_at, rows) for c, rows in chosen.items()},
+    }
+
+
+def _explain(model, X, families, grids, where, curve_at, curve_where) -> dict:
+    """SHAP on every row and ICE / ALE local effects on the curve rows, once per model, then
+    summarised per context."""
     values, _ = shap_values(model, X)
-    ice = [ice_curves(model.predict, X, j, grid) for j, grid in enumerate(grids)]
-    local = [ale_local_effects(model.predict, X, j, grid) for j, grid in enumerate(grids)]
+    X_curves = X[curve_at]
+    ice = [ice_curves(model.predict, X_curves, j, grid) for j, grid in enumerate(grids)]
+    local = [ale_local_effects(model.predict, X_curves, j, grid) for j, grid in enumerate(grids)]
     found = {}
     for context, rows in where.items():
-        pd = [curves[rows].mean(axis=0) for curves in ice]
+        at = curve_where[context]
+        pd = [curves[at].mean(axis=0) for curves in ice]
         ale = [
-            accumulated_local_effects(bins[rows], effects[rows], len(grid))
+            accumulated_local_effects(bins[at], effects[at], len(grid))
             for (bins, effects), grid in zip(local, grids, strict=True)
         ]
         importance = np.abs(values[rows]).mean(axis=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from winnow.common.report import ReportSection, markdown_table
@@ -192,9 +194,11 @@ def _centred_band(explanation, kind: str, feature: int, alpha: float):
     if kind == "ale":
         outside = ~explanation.support[feature]
         curve[outside], boot[:, outside] = np.nan, np.nan
-    curve = curve - np.nanmean(curve)
-    boot = boot - np.nanmean(boot, axis=1, keepdims=True)
-    lower, upper = percentile_interval(boot, alpha)
+    with warnings.catch_warnings():  # grid points off the support are all NaN, by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        curve = curve - np.nanmean(curve)
+        boot = boot - np.nanmean(boot, axis=1, keepdims=True)
+        lower, upper = percentile_interval(boot, alpha)
     return curve, lower, upper
 
 

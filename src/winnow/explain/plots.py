@@ -145,6 +145,7 @@ def _scale_for_skew(ax, grid: np.ndarray) -> None:
             ax.set_xscale("log")
         else:
             ax.set_xscale("symlog", linthresh=float(positive.min()))
+            ax.set_xlim(left=0)
 
 
 def plot_demand_map(
