@@ -4,18 +4,35 @@
   LARS step, so that repeated explanations select the same features.
 - :class:`VForestRegressor` / :class:`VForestClassifier`: forests of with-replacement subsamples
   (V-statistics) with bias-corrected variance estimates and confidence intervals.
+- Ridesourcing demand: :func:`aggregate_trips` (raw portal trips -> counts, DuckDB),
+  :func:`build_demand_table` and :func:`analyse_demand` (SHAP family shares and effect curves
+  per spatial context, with bootstrap intervals).
 
 Names import lazily so that ``winnow explain --help`` does not load scikit-learn.
 """
 
 from importlib import import_module
 
-__all__ = ["StableLimeExplainer", "VForestClassifier", "VForestRegressor"]
+__all__ = [
+    "DemandJobConfig",
+    "StableLimeExplainer",
+    "TripSource",
+    "VForestClassifier",
+    "VForestRegressor",
+    "aggregate_trips",
+    "analyse_demand",
+    "build_demand_table",
+]
 
 _HOMES = {
     "StableLimeExplainer": "winnow.explain.slime",
     "VForestRegressor": "winnow.explain.vforest",
     "VForestClassifier": "winnow.explain.vforest",
+    "TripSource": "winnow.explain.trips",
+    "aggregate_trips": "winnow.explain.trips",
+    "DemandJobConfig": "winnow.explain.demand",
+    "build_demand_table": "winnow.explain.demand",
+    "analyse_demand": "winnow.explain.demand_models",
 }
 
 
