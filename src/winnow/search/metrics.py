@@ -1,0 +1,130 @@
+"""Ranking quality against graded judgments: nDCG@k, recall@k and friends, computed by ranx.
+
+Conventions (TREC Deep Learning):
+
+- nDCG uses the raw grades as gains with a ``log2(rank + 1)`` discount (trec_eval's
+  ``ndcg_cut``; ranx ``"ndcg"``):
+  ``DCG@k = sum_{r=1..k} grade(d_r) / log2(r + 1)``, ``nDCG@k = DCG@k / ideal DCG@k``.
+- Binary metrics (recall, precision, MAP, MRR, ...) count a document as relevant when its grade
+  is at least ``relevance_level`` (2 by default for TREC DL, where grade 1 is "related").
+  ``recall@k = |relevant in top k| / |relevant|``.
+- The run's queries are the ones evaluated: those with judgments are scored, those without any
+  are left out and listed in :attr:`Evaluation.excluded`. A query with an empty ranking scores 0.
+  A query whose judgments hold no grade at the relevance level scores 0 on binary metrics.
+- The order of each ranked list is what counts: :func:`run_from_arrays` turns ranks into strictly
+  decreasing scores, so ranx never reorders tied documents.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from winnow.common.extras import require
+from winnow.search.exceptions import SearchInputError
+
+__all__ = [
+    "GRADED_METRICS",
+    "Evaluation",
+    "evaluate_run",
+    "ranx_metric_name",
+    "run_from_arrays",
+]
+
+GRADED_METRICS = frozenset({"ndcg", "ndcg_burges", "dcg", "dcg_burges"})
+_BINARY_METRICS = frozenset(
+    {"recall", "precision", "map", "mrr", "hit_rate", "hits", "f1", "r-precision", "bpref"}
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-query and mean values of each metric.
+
+    ``per_query[metric][query_id]`` and ``mean[metric]`` use the names asked for (``"ndcg@10"``),
+    not ranx's (``"recall@100-l2"``). ``query_ids`` are the queries scored, ``excluded`` those of
+    the run without judgments.
+    """
+
+    per_query: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    query_ids: list[str]
+    excluded: list[str]
+
+
+def ranx_metric_name(metric: str, relevance_level: int = 2) -> str:
+    """``"ndcg@10"`` stays; a binary metric gets ranx's level suffix: ``"recall@100-l2"``."""
+    base = metric.partition("@")[0]
+    if "-l" in metric or base in GRADED_METRICS:
+        return metric
+    if base not in _BINARY_METRICS:
+        known = sorted(GRADED_METRICS | _BINARY_METRICS)
+        raise SearchInputError(f"unknown metric {metric!r}; known: {known} (e.g. 'ndcg@10')")
+    return f"{metric}-l{relevance_level}"
+
+
+def run_from_arrays(query_ids: Sequence[str], ids: np.ndarray) -> dict[str, dict[str, float]]:
+    """A ranx-style run ``{qid: {docid: score}}`` from ranked ``ids [q, k]``.
+
+    The document at rank ``r`` (from 1) gets score ``1 / r``; empty slots (``""``) are skipped.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[0] != len(query_ids):
+        raise SearchInputError(
+            f"ids must be [n_queries, k] with n_queries={len(query_ids)}; got {ids.shape}"
+        )
+    run: dict[str, dict[str, float]] = {}
+    for qid, row in zip(query_ids, ids, strict=True):
+        ranked = [doc for doc in row.tolist() if doc != ""]
+        run[str(qid)] = {doc: 1.0 / rank for rank, doc in enumerate(ranked, start=1)}
+    return run
+
+
+def evaluate_run(
+    qrels: Mapping[str, Mapping[str, int]],
+    run: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = ("ndcg@10", "recall@100"),
+    relevance_level: int = 2,
+) -> Evaluation:
+    """Score ``run`` against ``qrels`` over the judged queries of the run.
+
+    Args:
+        qrels: ``{qid: {docid: grade}}``, integer grades.
+        run: ``{qid: {docid: score}}``, higher is better (see :func:`run_from_arrays`).
+        metrics: ranx names such as ``"ndcg@10"``, ``"recall@100"``, ``"mrr@10"``.
+        relevance_level: least grade that counts as relevant for binary metrics.
+    """
+    ranx = require("ranx", "search")
+    if isinstance(metrics, str):
+        raise SearchInputError("metrics must be a sequence of names, e.g. ('ndcg@10',)")
+    if not isinstance(relevance_level, int) or relevance_level < 1:
+        raise SearchInputError(f"relevance_level must be an int >= 1; got {relevance_level!r}")
+    names = {metric: ranx_metric_name(metric, relevance_level) for metric in metrics}
+    scored = [qid for qid in run if qrels.get(qid)]
+    excluded = [qid for qid in run if not qrels.get(qid)]
+    if not scored:
+        raise SearchInputError(
+            "no query of the run has judgments; check that run and qrels use the same query ids"
+        )
+    ranx_qrels = ranx.Qrels({qid: {d: int(g) for d, g in qrels[qid].items()} for qid in scored})
+    ranx_run = ranx.Run({qid: _non_empty(run[qid]) for qid in scored})
+    with warnings.catch_warnings():
+        # ranx casts its uint64 query offsets to int64 inside numba; harmless at any real size.
+        warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+        ranx.evaluate(ranx_qrels, ranx_run, list(names.values()), save_results_in_run=True)
+    per_query = {metric: _scores_by_query(ranx_run, name, scored) for metric, name in names.items()}
+    mean = {metric: float(np.mean(list(values.values()))) for metric, values in per_query.items()}
+    return Evaluation(per_query=per_query, mean=mean, query_ids=scored, excluded=excluded)
+
+
+def _scores_by_query(ranx_run, name: str, query_ids: list[str]) -> dict[str, float]:
+    saved = ranx_run.scores[name]
+    return {qid: float(saved[qid]) for qid in query_ids}
+
+
+def _non_empty(scores: Mapping[str, float]) -> dict[str, float]:
+    # ranx cannot type an empty ranking; a placeholder that is never judged scores as a miss.
+    return {str(doc): float(score) for doc, score in scores.items()} or {"\0unretrieved": 0.0}

@@ -1,0 +1,63 @@
+"""nDCG@k and recall@k (ranx) against hand-computed values, with TREC DL conventions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from winnow.search.exceptions import SearchInputError
+from winnow.search.metrics import evaluate_run, ranx_metric_name, run_from_arrays
+
+QRELS = {"q1": {"d1": 3, "d2": 2, "d3": 1, "d5": 0}, "q2": {"d7": 1, "d8": 2}}
+
+
+def test_hand_computed_ndcg_and_recall():
+    ranked = np.array([["d2", "d4", "d1", "d3"], ["d8", "d9", "", ""], ["d1", "d2", "d3", "d4"]])
+    run = run_from_arrays(["q1", "q2", "q3"], ranked)
+    result = evaluate_run(QRELS, run, ("ndcg@3", "recall@2", "recall@4"), relevance_level=2)
+
+    # q1 nDCG@3: gains (2, 0, 3) at ranks 1-3, discount log2(rank + 1):
+    #   DCG = 2/log2(2) + 0/log2(3) + 3/log2(4) = 2 + 1.5 = 3.5
+    #   ideal order (3, 2, 1): IDCG = 3/1 + 2/log2(3) + 1/2 = 4.7618...
+    q1_ndcg = 3.5 / (3 + 2 / math.log2(3) + 0.5)
+    # q2 nDCG@3: gain 2 at rank 1; ideal (2, 1): IDCG = 2 + 1/log2(3)
+    q2_ndcg = 2 / (2 + 1 / math.log2(3))
+    # recall with grade >= 2 relevant: q1 has {d1, d2}; q2 has {d8}
+    #   q1 recall@2 = |{d2}| / 2 = 0.5, recall@4 = |{d2, d1}| / 2 = 1; q2 recall@2 = recall@4 = 1
+    assert result.per_query["ndcg@3"] == pytest.approx({"q1": q1_ndcg, "q2": q2_ndcg})
+    assert result.per_query["recall@2"] == pytest.approx({"q1": 0.5, "q2": 1.0})
+    assert result.per_query["recall@4"] == pytest.approx({"q1": 1.0, "q2": 1.0})
+    assert result.mean["ndcg@3"] == pytest.approx((q1_ndcg + q2_ndcg) / 2)
+    assert result.mean["recall@2"] == pytest.approx(0.75)
+    assert result.query_ids == ["q1", "q2"] and result.excluded == ["q3"]
+
+
+def test_relevance_level_one_counts_related_documents():
+    run = run_from_arrays(["q1"], np.array([["d3", "d1"]]))
+    # grade >= 1 relevant: {d1, d2, d3}; top 2 holds d3 and d1 -> 2/3
+    result = evaluate_run(QRELS, run, ("recall@2",), relevance_level=1)
+    assert result.mean["recall@2"] == pytest.approx(2 / 3)
+
+
+def test_rank_order_counts_not_ties_or_doc_ids():
+    # The two runs hold the same documents; only their order differs.
+    best = evaluate_run(QRELS, run_from_arrays(["q1"], np.array([["d1", "d2"]])), ("ndcg@2",))
+    worst = evaluate_run(QRELS, run_from_arrays(["q1"], np.array([["d2", "d1"]])), ("ndcg@2",))
+    assert best.mean["ndcg@2"] == pytest.approx(1.0)
+    assert worst.mean["ndcg@2"] < 1.0
+
+
+def test_empty_ranking_scores_zero():
+    result = evaluate_run(QRELS, {"q1": {}, "q2": {"d8": 1.0}}, ("ndcg@3",))
+    assert result.per_query["ndcg@3"]["q1"] == 0.0
+
+
+def test_metric_names_and_errors():
+    assert ranx_metric_name("ndcg@10") == "ndcg@10"
+    assert ranx_metric_name("recall@100", relevance_level=2) == "recall@100-l2"
+    with pytest.raises(SearchInputError, match="unknown metric"):
+        ranx_metric_name("nope@3")
+    with pytest.raises(SearchInputError, match="no query of the run has judgments"):
+        evaluate_run(QRELS, {"q9": {"d1": 1.0}})
+    with pytest.raises(SearchInputError, match="n_queries"):
+        run_from_arrays(["q1"], np.array([["d1"], ["d2"]]))
