@@ -6,7 +6,9 @@ is worked out from the rows by hand, in the comments beside it.
 """
 
 import csv
+import gzip
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -334,9 +336,26 @@ def test_unparsable_timestamps_are_an_error(tmp_path):
 
 def test_config_is_validated():
     assert TripSource(paths="a.csv").paths == ["a.csv"]
+    assert TripSource(paths=[Path("a.csv"), "b/*.parquet"]).paths == ["a.csv", "b/*.parquet"]
     with pytest.raises(ValidationError, match="must be before"):
         TripSource(paths="a.csv", start=datetime(2024, 2, 1), end=datetime(2024, 1, 1))
     with pytest.raises(ValidationError):
         TripSource(paths="a.csv", levels="tract")
     with pytest.raises(ValidationError):
         TripSource(paths="a.csv", memory_limit="lots")
+
+
+def test_money_and_thousands_separators_parse(tmp_path):
+    trips = [(*trip[:5], "1,002.5", "1,200", "$1,012.50", trip[8]) for trip in TRIPS[:4]]
+    counts = aggregate(write_csv(tmp_path / "formatted.csv", trips))
+    assert keyed(counts, "mean_fare") == {8: 1012.5}
+    assert keyed(counts, "mean_trip_miles") == {8: 1002.5}
+    assert keyed(counts, "mean_trip_seconds") == {8: 1200}
+
+
+def test_gzipped_csv_and_header_only_file(trips_csv, tmp_path):
+    packed = tmp_path / "trips.csv.gz"
+    packed.write_bytes(gzip.compress(trips_csv.read_bytes()))
+    pd.testing.assert_frame_equal(aggregate(packed).table, aggregate(trips_csv).table)
+    empty = aggregate(write_csv(tmp_path / "empty.csv", trips=[]), level="tract", unit="od")
+    assert empty.rows_read == 0 and empty.table.empty and empty.days == 31.0

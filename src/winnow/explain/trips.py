@@ -287,8 +287,7 @@ def _cells_sql(trips: str, ends: tuple, source: TripSource) -> str:
     return f"""
         CREATE TEMP TABLE cells AS
         SELECT in_window, {", ".join(keys)}, count(*) AS n,
-               min(start_ts) FILTER (WHERE in_window) AS first_ts,
-               max(start_ts) FILTER (WHERE in_window) AS last_ts, {", ".join(sums)}
+               min(start_ts) AS first_ts, max(start_ts) AS last_ts, {", ".join(sums)}
         FROM (SELECT *, {window} AS in_window FROM ({trips}))
         GROUP BY ALL
     """
@@ -303,7 +302,7 @@ def _totals(con, ends: tuple) -> dict:
                coalesce(sum(n) FILTER (WHERE in_window), 0),
                coalesce(sum(n) FILTER (WHERE in_window AND NOT ({in_chicago})), 0),
                coalesce(sum(n) FILTER (WHERE in_window AND {in_chicago} AND ({suppressed})), 0),
-               min(first_ts), max(last_ts)
+               min(first_ts) FILTER (WHERE in_window), max(last_ts) FILTER (WHERE in_window)
         FROM cells
     """).fetchone()
     names = ("rows_read", "rows_unparsed", "rows_in_window", "rows_outside_chicago")
