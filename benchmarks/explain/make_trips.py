@@ -31,33 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from winnow.common.data import data_file
+from winnow.explain.trips import PORTAL_COLUMNS
 
-PORTAL_COLUMNS = [
-    "Trip ID",
-    "Trip Start Timestamp",
-    "Trip End Timestamp",
-    "Trip Seconds",
-    "Trip Miles",
-    "Percent Time Chicago",
-    "Percent Distance Chicago",
-    "Pickup Census Tract",
-    "Dropoff Census Tract",
-    "Pickup Community Area",
-    "Dropoff Community Area",
-    "Fare",
-    "Tip",
-    "Additional Charges",
-    "Trip Total",
-    "Shared Trip Authorized",
-    "Shared Trip Match",
-    "Trips Pooled",
-    "Pickup Centroid Latitude",
-    "Pickup Centroid Longitude",
-    "Pickup Centroid Location",
-    "Dropoff Centroid Latitude",
-    "Dropoff Centroid Longitude",
-    "Dropoff Centroid Location",
-]
 DEFAULT_OUT = Path("synthetic_tnp_trips.csv")
 MONTH_START = np.datetime64("2024-01-01T00:00:00")
 SLOT = np.timedelta64(15, "m")

@@ -15,34 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.trips import TripCounts, TripSource, aggregate_trips
+from winnow.explain.trips import PORTAL_COLUMNS, TripCounts, TripSource, aggregate_trips
 
-PORTAL_COLUMNS = [
-    "Trip ID",
-    "Trip Start Timestamp",
-    "Trip End Timestamp",
-    "Trip Seconds",
-    "Trip Miles",
-    "Percent Time Chicago",
-    "Percent Distance Chicago",
-    "Pickup Census Tract",
-    "Dropoff Census Tract",
-    "Pickup Community Area",
-    "Dropoff Community Area",
-    "Fare",
-    "Tip",
-    "Additional Charges",
-    "Trip Total",
-    "Shared Trip Authorized",
-    "Shared Trip Match",
-    "Trips Pooled",
-    "Pickup Centroid Latitude",
-    "Pickup Centroid Longitude",
-    "Pickup Centroid Location",
-    "Dropoff Centroid Latitude",
-    "Dropoff Centroid Longitude",
-    "Dropoff Centroid Location",
-]
 A, B, C, D, E = 17031081500, 17031081600, 17031320100, 17031980000, 17031320400
 
 # start, pickup tract, dropoff tract, pickup area, dropoff area, miles, seconds, fare, shared

@@ -29,8 +29,36 @@ from winnow.explain.exceptions import ExplainInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TripCounts", "TripSource", "aggregate_trips"]
+__all__ = ["PORTAL_COLUMNS", "TripCounts", "TripSource", "aggregate_trips"]
 
+# The header of the portal's CSV export, in order (the 2018-2022 set lacks the "Percent"
+# columns; the API and Parquet exports use the same names in snake_case).
+PORTAL_COLUMNS = [
+    "Trip ID",
+    "Trip Start Timestamp",
+    "Trip End Timestamp",
+    "Trip Seconds",
+    "Trip Miles",
+    "Percent Time Chicago",
+    "Percent Distance Chicago",
+    "Pickup Census Tract",
+    "Dropoff Census Tract",
+    "Pickup Community Area",
+    "Dropoff Community Area",
+    "Fare",
+    "Tip",
+    "Additional Charges",
+    "Trip Total",
+    "Shared Trip Authorized",
+    "Shared Trip Match",
+    "Trips Pooled",
+    "Pickup Centroid Latitude",
+    "Pickup Centroid Longitude",
+    "Pickup Centroid Location",
+    "Dropoff Centroid Latitude",
+    "Dropoff Centroid Longitude",
+    "Dropoff Centroid Location",
+]
 _READERS = {
     ".csv": "read_csv($files, header = true, all_varchar = true)",
     ".csv.gz": "read_csv($files, header = true, all_varchar = true)",
