@@ -44,6 +44,8 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
     markdown = "\n".join(
         [
             _intro(analysis, config),
+            "#### Summary\n",
+            markdown_table(_summary_rows(analysis, shares, config.alpha)),
             "#### Data joins\n\nEvery join, with the rows before and after and what was done "
             "with keys that found no match:\n",
             markdown_table(table.joins.entries),
@@ -70,6 +72,40 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
 def _counts(contexts: np.ndarray) -> dict[str, int]:
     names, counts = np.unique(contexts, return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def _summary_rows(analysis: DemandAnalysis, shares: list[dict], alpha: float) -> list[dict]:
+    """One line per context: its model, the leading family, top features, and the features
+    whose pooled partial dependence differs from another context on at least half the grid."""
+    r2 = {(m["scope"], m["model"]): m["cv_r2_mean"] for m in analysis.metrics}
+    families = list(analysis.table.families)
+    rows = []
+    for row in shares:
+        context, own = row["context"], row["model"] == "own model"
+        lead = max(families, key=lambda f: row[f])
+        differing = sorted(
+            {
+                h["feature"]
+                for h in analysis.heterogeneity
+                if context in h["contexts"].split(" vs ") and h["pd_share_differing"] >= 0.5
+            }
+        )
+        rows.append(
+            {
+                "context": context,
+                "rows": row["rows"],
+                "explained by": row["model"],
+                "CV R² of its model": r2.get((ALL_ROWS if not own else context, "lightgbm")),
+                "largest family": f"{lead.replace('_', ' ')} {row[lead]:.2f} "
+                f"[{row[lead + '_lower']:.2f}, {row[lead + '_upper']:.2f}]",
+                "top features": row["top_features"],
+                # Heterogeneity is measured on the pooled model's curves only.
+                "PD differs from another context": "(see pooled row)"
+                if own
+                else ", ".join(differing) or "none found",
+            }
+        )
+    return rows
 
 
 def _intro(analysis: DemandAnalysis, config: DemandJobConfig) -> str:
