@@ -59,3 +59,52 @@ def test_drop_carry_is_for_addition_only():
 def test_train_config_refuses_bad_mixes(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(TrainConfig, overrides=overrides)
+
+
+def test_drop_carry_true_means_every_answer_and_a_share_mixes():
+    from winnow.distill.jobs import _with_dropped_carries
+
+    assert load_config(SftConfig, {"student": {"drop_carry": True}}).student.drop_carry == 1.0
+    config = load_config(SftConfig, {"task": {"digits": [3], "train_problems": 400}})
+    train = build_task("addition", digits=(3,)).problems("train", 400, seed=config.seed)
+    dropped = build_task("addition", digits=(3,), carry=False).problems("train", 400, seed=0)
+    assert [p.prompt for p in train] == [p.prompt for p in dropped]
+    assert _with_dropped_carries(config, train, 0.0) == train
+    assert _with_dropped_carries(config, train, 1.0) == dropped
+    mixed = _with_dropped_carries(config, train, 0.5)
+    differ = [i for i, (a, b) in enumerate(zip(train, dropped, strict=True)) if a != b]
+    share = sum(mixed[i] == dropped[i] for i in differ) / len(differ)
+    assert 0.4 < share < 0.6
+
+
+def test_sft_init_from_fine_tunes_a_saved_model(tmp_path):
+    import json
+
+    from winnow.distill.jobs import run_sft
+
+    tiny = {"architecture": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}, "steps": 2}
+    base = {
+        "task": {"digits": [1], "train_problems": 32, "test_problems": 4},
+        "eval": {"max_new_tokens": 3},
+    }
+    first = load_config(
+        SftConfig, base | {"output_dir": str(tmp_path / "a"), "teacher": tiny, "student": None}
+    )
+    run_sft(first, root=tmp_path / "runs-a", quiet=True)
+    second = load_config(
+        SftConfig,
+        base
+        | {
+            "output_dir": str(tmp_path / "b"),
+            "teacher": tiny,
+            "student": {
+                "init_from": str(tmp_path / "a" / "teacher"),
+                "drop_carry": 0.5,
+                "steps": 1,
+            },
+        },
+    )
+    run_sft(second, root=tmp_path / "runs-b", quiet=True)
+    summary = json.loads(next((tmp_path / "runs-b").glob("*/metrics.json")).read_text())["summary"]
+    # The fine-tuned student has the saved model's size, not the default student architecture.
+    assert summary["student"]["parameters"] == summary["teacher"]["parameters"]

@@ -50,3 +50,31 @@ def test_pass_at_k_stays_finite_where_binomials_overflow():
 def test_pass_at_k_rejects_bad_input(n, c, k):
     with pytest.raises(DistillInputError):
         pass_at_k(n, c, k)
+
+
+class _EchoBackend:
+    """A fake sampler: response j of each prompt is the digit j % 3, so 'answer 0' is right
+    for a third of the samples."""
+
+    def sample(self, prompts, n=1, temperature=1.0, max_new_tokens=4, seed=0, top_p=1.0):
+        from types import SimpleNamespace
+
+        index = torch.arange(len(prompts)).repeat_interleave(n)
+        responses = [str(j % 3) for _ in prompts for j in range(n)]
+        return SimpleNamespace(problem_index=index, responses=responses)
+
+
+def test_count_correct_samples_counts_per_problem_across_chunks():
+    from winnow.distill.evaluate import count_correct_samples
+    from winnow.distill.tasks import Problem
+
+    class ExactTask:
+        def verify(self, problem, response):
+            return response == problem.answer
+
+    problems = [Problem(prompt=f"{i}=", answer=str(i % 2), difficulty=1) for i in range(5)]
+    counts = count_correct_samples(
+        _EchoBackend(), ExactTask(), problems, n=6, max_new_tokens=2, prompts_per_batch=2
+    )
+    assert counts.dtype == torch.long and counts.tolist() == [2, 2, 2, 2, 2]
+    assert pass_at_k(6, counts, 1).tolist() == pytest.approx([1 / 3] * 5)

@@ -230,7 +230,7 @@ def test_build_task(math_file):
     assert isinstance(task, AdditionTask) and task.digits == (2,)
     assert isinstance(task, Task)
     assert isinstance(build_task("math_answers", path=str(math_file)), Task)
-    assert set(TASKS) == {"addition", "math_answers"}
+    assert set(TASKS) == {"addition", "math_answers", "verbose_addition"}
 
 
 def test_build_task_errors():
@@ -238,3 +238,12 @@ def test_build_task_errors():
         build_task("subtraction")
     with pytest.raises(DistillInputError, match=r"\['digit'\].*takes digits, reverse_answer"):
         build_task("addition", digit=3)
+
+
+def test_padded_operands_share_one_layout_and_keep_answers_and_splits():
+    plain = AdditionTask(digits=(1, 3, 5))
+    padded = AdditionTask(digits=(1, 3, 5), pad_operands=True)
+    for a, b in zip(plain.problems("test", 40, 0), padded.problems("test", 40, 0), strict=True):
+        assert len(b.prompt) == len("12345+12345=") and b.prompt.endswith("=")
+        x, y = (int(v) for v in b.prompt[:-1].split("+"))
+        assert a.prompt == f"{x}+{y}=" and (a.answer, a.difficulty) == (b.answer, b.difficulty)

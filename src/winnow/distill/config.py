@@ -42,7 +42,7 @@ class ModelRef(Config):
 class TaskConfig(Config):
     """The verifiable task: synthetic addition (CPU) or math word problems from JSONL."""
 
-    name: Literal["addition", "math_answers"] = "addition"
+    name: Literal["addition", "math_answers", "verbose_addition"] = "addition"
     digits: list[int] = Field(
         default_factory=lambda: [3],
         min_length=1,
@@ -50,6 +50,16 @@ class TaskConfig(Config):
     )
     path: str | None = Field(None, description="math: JSONL file with 'problem' and 'answer'")
     carry: bool = Field(True, description="addition: False drops every carry from the answers")
+    pad_operands: bool = Field(
+        False,
+        description="addition: zero-pad operands to max(digits) digits, one prompt layout for "
+        "every digit count (what lets a tiny model learn a mixed pool)",
+    )
+    instruction: str | None = Field(
+        None,
+        description="verbose_addition: the text a concise prompt starts with; None = the OPSDC "
+        "paper's instruction",
+    )
     train_problems: int = Field(4000, ge=1, description="size of the training prompt pool")
     test_problems: int = Field(256, ge=1, description="held-out problems for evaluation")
 
@@ -63,7 +73,14 @@ class TaskConfig(Config):
         """Keyword arguments for :func:`winnow.distill.tasks.build_task`."""
         if self.name == "math_answers":
             return {"path": self.path}
-        return {"digits": tuple(self.digits), "carry": self.carry}
+        if self.name == "verbose_addition":
+            instruction = {} if self.instruction is None else {"instruction": self.instruction}
+            return {"digits": tuple(self.digits), **instruction}
+        return {
+            "digits": tuple(self.digits),
+            "carry": self.carry,
+            "pad_operands": self.pad_operands,
+        }
 
 
 class RolloutConfig(Config):
@@ -223,10 +240,18 @@ class SftModelConfig(Config):
     """One model trained by ``winnow distill sft``: its architecture and training budget."""
 
     architecture: TinyModelConfig = TinyModelConfig()
-    drop_carry: bool = Field(
-        False,
-        description="addition only: train on answers with every carry dropped (a systematic, "
-        "confident error, e.g. for ACE)",
+    drop_carry: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="addition only: share of training answers with every carry dropped; true "
+        "or 1 = all (a systematic, confident error), e.g. 0.75 = a student that usually drops "
+        "carries but sometimes keeps them (mixed GRPO groups, for ACE)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="fine-tune this saved model (same tokenizer) instead of a fresh one of "
+        "'architecture', e.g. a correct teacher taught to drop carries",
     )
     steps: int = Field(600, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -244,14 +269,21 @@ class SftConfig(Config):
     teacher: SftModelConfig = SftModelConfig(
         architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=3000
     )
-    student: SftModelConfig = SftModelConfig(
-        architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=2000
+    student: SftModelConfig | None = Field(
+        SftModelConfig(
+            architecture=TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4), steps=2000
+        ),
+        description="null = train the teacher only (e.g. OPSDC's single base model)",
     )
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _dropped_carries_need_addition(self):
-        dropping = [role for role in ("teacher", "student") if getattr(self, role).drop_carry]
+        dropping = [
+            role
+            for role in ("teacher", "student")
+            if getattr(self, role) is not None and getattr(self, role).drop_carry
+        ]
         if dropping and self.task.name != "addition":
             raise ValueError(
                 f"drop_carry ({', '.join(dropping)}) applies to task 'addition', not "

@@ -13,7 +13,7 @@ from torch import Tensor
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks import Problem, Task
 
-__all__ = ["EvalResult", "evaluate_greedy", "pass_at_k"]
+__all__ = ["EvalResult", "count_correct_samples", "evaluate_greedy", "pass_at_k"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,42 @@ def evaluate_greedy(
         by_difficulty={d: sum(v) / len(v) for d, v in buckets.items()},
         count=count,
     )
+
+
+def count_correct_samples(
+    backend,
+    task: Task,
+    problems: Sequence[Problem],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    prompts_per_batch: int = 64,
+) -> Tensor:
+    """How many of ``n`` sampled responses per problem ``task`` verifies: the ``c`` of pass@k.
+
+    Each chunk of ``prompts_per_batch`` problems is sampled with its own seed derived from
+    ``seed``, so the counts are a deterministic function of the weights and ``seed``.
+
+    Shape:
+        - Output: long tensor ``[P]``, values in ``[0, n]``, in the order of ``problems``;
+          ``pass_at_k(n, counts, k).mean()`` is the pass@k of the set.
+    """
+    counts = []
+    for chunk_index, start in enumerate(range(0, len(problems), prompts_per_batch)):
+        chunk = problems[start : start + prompts_per_batch]
+        batch = backend.sample(
+            [p.prompt for p in chunk],
+            n=n,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed * 1_000_003 + chunk_index,
+        )
+        correct = torch.zeros(len(chunk), dtype=torch.long)
+        for i, response in zip(batch.problem_index.tolist(), batch.responses, strict=True):
+            correct[i] += task.verify(chunk[i], response)
+        counts.append(correct)
+    return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
 
 
 def pass_at_k(n: int | Tensor, c: int | Tensor, k: int) -> Tensor:

@@ -7,6 +7,7 @@ run and returns a report section, so ``winnow distill train`` and the demo share
 
 from __future__ import annotations
 
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -116,6 +117,8 @@ def _final_row(history: list[dict]) -> dict:
         "start accuracy": evals[0]["eval_accuracy"],
         "final accuracy": evals[-1]["eval_accuracy"],
         "best accuracy": max(row["eval_accuracy"] for row in evals),
+        "start length": evals[0]["eval_mean_length"],
+        "final length": evals[-1]["eval_mean_length"],
     }
     if steps:  # token selection statistics exist for OPD only
         row |= {
@@ -133,6 +136,14 @@ def _method_line(config: TrainConfig) -> str:
             f"GRPO on `{config.student.path}` (reference `{config.teacher.path}`, ACE alpha "
             f"{grpo.alpha_ace} {grpo.ace_form}, KL beta {grpo.kl_beta})"
         )
+    if config.teacher_instruction is not None:
+        every = config.teacher_refresh_every
+        return (
+            f"On-policy self-distillation (OPSDC) of `{config.student.path}`: the teacher "
+            f"`{config.teacher.path}` reads `{config.teacher_instruction!r}` before each prompt "
+            f"and is refreshed from the student {f'every {every} steps' if every else 'never'} "
+            f"(divergence `{config.divergence.kind}`)"
+        )
     return (
         f"On-policy distillation of `{config.student.path}` towards `{config.teacher.path}` "
         f"(divergence `{config.divergence.kind}`)"
@@ -144,6 +155,7 @@ def _train_report(config, run, histories, scatters) -> ReportSection:
 
     accuracy = run.save_plot(accuracy_curves(histories), "accuracy_vs_step")
     curves = run.save_plot(training_curves(histories), "training_curves")
+    lengths = run.save_plot(_length_curves(histories), "length_vs_step")
     rows = [{"arm": arm, **_final_row(history)} for arm, history in histories.items()]
     summary = {row["arm"]: {k: v for k, v in row.items() if k != "arm"} for row in rows}
     markdown = "\n".join(
@@ -154,6 +166,8 @@ def _train_report(config, run, histories, scatters) -> ReportSection:
             markdown_table(rows, digits=3),
             f"\n![accuracy vs step](plots/{accuracy.name})\n",
             f"![training curves](plots/{curves.name})\n",
+            "Mean response length (tokens, EOS included) of the greedy held-out answers:\n",
+            f"![length vs step](plots/{lengths.name})\n",
             "Entropy x divergence of every response position in each arm's first rollout batch "
             "(filled = kept, hollow = dropped):\n",
             *(f"![selection {arm}](plots/{path.name})\n" for arm, path in scatters.items()),
@@ -182,23 +196,26 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
 
 
 def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSection:
-    """Train the teacher and the weaker student of ``config``, save both, plot their losses."""
-    from winnow.distill.models import build_tiny_model, char_tokenizer
+    """Train the teacher and the weaker student of ``config`` (the teacher only when
+    ``student`` is null), save them, plot their losses."""
+    from winnow.distill.models import char_tokenizer
     from winnow.distill.rollout import TransformersBackend
     from winnow.distill.sft import supervised_finetune
 
     task = _task(config.task)
     tokenizer = char_tokenizer(task.alphabet)
     train = task.problems("train", config.task.train_problems, seed=config.seed)
+    demonstrations = getattr(task, "demonstrations", None)
+    if demonstrations is not None:  # targets that differ from the answers (verbose_addition)
+        train = demonstrations("train", config.task.train_problems, seed=config.seed)
     test = task.problems("test", config.task.test_problems, seed=0)
     rows, curves = [], {}
     for role in ("teacher", "student"):
         spec = getattr(config, role)
-        model = build_tiny_model(spec.architecture, tokenizer, seed=config.seed)
-        examples = train
-        if spec.drop_carry:
-            wrong = _task(config.task.model_copy(update={"carry": False}))
-            examples = wrong.problems("train", config.task.train_problems, seed=config.seed)
+        if spec is None:
+            continue
+        model = _initial_model(spec, tokenizer, config.seed)
+        examples = _with_dropped_carries(config, train, spec.drop_carry)
         with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
             curves[role] = supervised_finetune(
                 model,
@@ -214,15 +231,18 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
         result = evaluate_greedy(backend, task, test, config.eval.max_new_tokens)
         folder = Path(config.output_dir) / role
         _save_model(model, tokenizer, folder)
-        rows.append(
-            {
-                "model": role,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "steps": spec.steps,
-                "held-out accuracy": result.accuracy,
-                "saved to": str(folder),
-            }
-        )
+        row = {
+            "model": role,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "steps": spec.steps,
+            "held-out accuracy": result.accuracy,
+            "mean length": result.mean_length,
+        }
+        if hasattr(task, "instructed"):  # the same problems after the task's instruction
+            instructed = task.instructed(test)
+            result = evaluate_greedy(backend, task, instructed, config.eval.max_new_tokens)
+            row |= {"instructed accuracy": result.accuracy, "instructed length": result.mean_length}
+        rows.append(row | {"saved to": str(folder)})
     plot = run.save_plot(_sft_loss_plot(curves), "sft_loss")
     markdown = (
         "A teacher and a weaker student trained with teacher forcing on "
@@ -231,6 +251,28 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
         + f"\n![SFT loss](plots/{plot.name})\n"
     )
     return ReportSection(markdown, {row["model"]: row for row in rows})
+
+
+def _initial_model(spec, tokenizer, seed: int):
+    """A fresh model of ``spec.architecture``, or the saved ``spec.init_from`` to fine-tune."""
+    from winnow.distill.models import build_tiny_model, check_same_tokenizer, load_model
+
+    if spec.init_from is None:
+        return build_tiny_model(spec.architecture, tokenizer, seed=seed)
+    model, saved_tokenizer = load_model(spec.init_from)
+    check_same_tokenizer(tokenizer, saved_tokenizer)
+    return model
+
+
+def _with_dropped_carries(config: SftConfig, train: list, share: float) -> list:
+    """``train`` with every carry dropped from the answers of a seeded random ``share`` of it."""
+    if not share:
+        return train
+    wrong = _task(config.task.model_copy(update={"carry": False}))
+    # Same seed, same operands: the carry flag changes the answers, not the draws.
+    dropped = wrong.problems("train", config.task.train_problems, seed=config.seed)
+    rng = random.Random(config.seed)
+    return [w if rng.random() < share else c for c, w in zip(train, dropped, strict=True)]
 
 
 def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
@@ -251,6 +293,21 @@ def _save_model(model, tokenizer, folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def _length_curves(histories: dict[str, list[dict]]):
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for arm, rows in histories.items():
+        points = [(r["step"], r["eval_mean_length"]) for r in rows if "eval_mean_length" in r]
+        axis.plot(*zip(*points, strict=True), marker="o", markersize=3, label=arm)
+    axis.set(
+        xlabel="optimizer step", ylabel="mean response length (tokens, greedy)", ylim=(0, None)
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return figure
 
 
 def _sft_loss_plot(curves: dict[str, list[dict]]):

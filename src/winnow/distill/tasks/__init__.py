@@ -14,12 +14,23 @@ from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks.arithmetic import AdditionTask
 from winnow.distill.tasks.base import Problem, Task
 from winnow.distill.tasks.math_answers import MathAnswerTask
+from winnow.distill.tasks.verbose import CONCISE_INSTRUCTION, VerboseAdditionTask
 
-__all__ = ["TASKS", "AdditionTask", "MathAnswerTask", "Problem", "Task", "build_task"]
+__all__ = [
+    "CONCISE_INSTRUCTION",
+    "TASKS",
+    "AdditionTask",
+    "MathAnswerTask",
+    "Problem",
+    "Task",
+    "VerboseAdditionTask",
+    "build_task",
+]
 
 TASKS: dict[str, Callable[..., Task]] = {
     AdditionTask.name: AdditionTask,
     MathAnswerTask.name: MathAnswerTask,
+    VerboseAdditionTask.name: VerboseAdditionTask,
 }
 
 

@@ -53,6 +53,11 @@ class AdditionTask:
     reverse_answer : write the sum least-significant digit first (``"123+456="`` -> ``"975"``).
     carry : False drops every carry from the reference answers (a deliberately wrong task to
         train a confidently wrong student on; verify still compares with these answers).
+    pad_operands : write both operands zero-padded to ``max(digits)`` digits (``"003+045="``),
+        so every prompt has one layout and each column sits at a fixed position. Tiny models
+        trained on a mixed pool of unpadded operands plateau (they must locate each column by
+        counting from ``+``); padded, a mixed pool trains like a single digit count. The
+        answer is the plain sum either way.
 
     The split of a problem is a hash of its unordered operand pair, so ``a+b`` and ``b+a`` are
     always in the same split and no test problem is a commuted training problem. Problems are
@@ -64,7 +69,11 @@ class AdditionTask:
     alphabet = "0123456789+="
 
     def __init__(
-        self, digits: Sequence[int] = (3,), reverse_answer: bool = True, carry: bool = True
+        self,
+        digits: Sequence[int] = (3,),
+        reverse_answer: bool = True,
+        carry: bool = True,
+        pad_operands: bool = False,
     ) -> None:
         digits = tuple(digits)
         if not digits or any(
@@ -77,6 +86,7 @@ class AdditionTask:
         self.digits = digits
         self.reverse_answer = bool(reverse_answer)
         self.carry = bool(carry)
+        self.pad_operands = bool(pad_operands)
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` problems of ``split`` drawn with ``random.Random(seed)``."""
@@ -90,7 +100,9 @@ class AdditionTask:
             if split_of(f"{min(a, b)}+{max(a, b)}") != split:
                 continue
             answer = addition_answer(a, b, self.reverse_answer, self.carry)
-            problems.append(Problem(prompt=f"{a}+{b}=", answer=answer, difficulty=n))
+            width = max(self.digits) if self.pad_operands else 0
+            prompt = f"{a:0{width}d}+{b:0{width}d}="
+            problems.append(Problem(prompt=prompt, answer=answer, difficulty=n))
         return problems
 
     def verify(self, problem: Problem, response: str) -> bool:
@@ -100,5 +112,5 @@ class AdditionTask:
     def __repr__(self) -> str:
         return (
             f"AdditionTask(digits={self.digits!r}, reverse_answer={self.reverse_answer!r}, "
-            f"carry={self.carry!r})"
+            f"carry={self.carry!r}, pad_operands={self.pad_operands!r})"
         )
