@@ -77,7 +77,7 @@ def test_drop_carry_true_means_every_answer_and_a_share_mixes():
     assert 0.4 < share < 0.6
 
 
-def test_sft_init_from_fine_tunes_a_saved_model(tmp_path):
+def test_sft_init_from_fine_tunes_a_saved_model_and_teacher_null_skips_it(tmp_path):
     import json
 
     from winnow.distill.jobs import run_sft
@@ -91,20 +91,20 @@ def test_sft_init_from_fine_tunes_a_saved_model(tmp_path):
         SftConfig, base | {"output_dir": str(tmp_path / "a"), "teacher": tiny, "student": None}
     )
     run_sft(first, root=tmp_path / "runs-a", quiet=True)
+    student = {"init_from": str(tmp_path / "a" / "teacher"), "drop_carry": 0.5, "steps": 1}
     second = load_config(
         SftConfig,
-        base
-        | {
-            "output_dir": str(tmp_path / "b"),
-            "teacher": tiny,
-            "student": {
-                "init_from": str(tmp_path / "a" / "teacher"),
-                "drop_carry": 0.5,
-                "steps": 1,
-            },
-        },
+        base | {"output_dir": str(tmp_path / "b"), "teacher": None, "student": student},
     )
     run_sft(second, root=tmp_path / "runs-b", quiet=True)
-    summary = json.loads(next((tmp_path / "runs-b").glob("*/metrics.json")).read_text())["summary"]
+    assert not (tmp_path / "b" / "teacher").exists()
+
+    def read(runs):
+        return json.loads(next(runs.glob("*/metrics.json")).read_text())["summary"]
+
     # The fine-tuned student has the saved model's size, not the default student architecture.
-    assert summary["student"]["parameters"] == summary["teacher"]["parameters"]
+    assert set(read(tmp_path / "runs-b")) == {"student"}
+    assert (
+        read(tmp_path / "runs-b")["student"]["parameters"]
+        == read(tmp_path / "runs-a")["teacher"]["parameters"]
+    )

@@ -266,8 +266,11 @@ class SftConfig(Config):
     output_dir: str = Field(
         "models/arith", description="teacher/ and student/ are saved here (save_pretrained)"
     )
-    teacher: SftModelConfig = SftModelConfig(
-        architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=3000
+    teacher: SftModelConfig | None = Field(
+        SftModelConfig(
+            architecture=TinyModelConfig(hidden_size=128, num_layers=3, num_heads=4), steps=3000
+        ),
+        description="null = train the student only (e.g. another student for an existing teacher)",
     )
     student: SftModelConfig | None = Field(
         SftModelConfig(
