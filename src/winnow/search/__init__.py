@@ -8,6 +8,22 @@ Modules, one concept each (import from them; nothing heavy loads until it is use
 - ``metrics``: nDCG@k, recall@k and friends over graded qrels, with ranx.
 - ``teachers``: relevance judges: from qrels, an OpenAI-compatible chat LLM, a local causal LM.
 - ``serving``: prefill-only P(yes) scoring that reuses the query prefix's KV cache.
+- ``clicks``: interaction logs (query, doc, impressions, clicks), IPS-debiased click rates.
+- ``click_simulator``: a SIMULATED position-bias click model over real judgments.
+- ``losses``: listwise and pointwise ranking losses with label masking.
+- ``cross_encoder``: relevance and engagement teachers (cross-encoders from MiniLM).
+- ``jobs``, ``cli``, ``demo``: ``winnow search index|eval`` and the demo step.
 """
 
-__all__ = ["datasets", "embed", "metrics", "retrieve", "serving", "teachers"]
+__all__ = [
+    "click_simulator",
+    "clicks",
+    "cross_encoder",
+    "datasets",
+    "embed",
+    "losses",
+    "metrics",
+    "retrieve",
+    "serving",
+    "teachers",
+]
