@@ -12,6 +12,8 @@ Modules, one concept each (import from them; nothing heavy loads until it is use
 - ``click_simulator``: a SIMULATED position-bias click model over real judgments.
 - ``losses``: listwise and pointwise ranking losses with label masking.
 - ``cross_encoder``: relevance and engagement teachers (cross-encoders from MiniLM).
+- ``ranker``: the student: a layer-pruned, shorter-input cross-encoder distilled from several
+  teachers with per-teacher masking.
 - ``jobs``, ``cli``, ``demo``: ``winnow search index|eval`` and the demo step.
 """
 
@@ -23,6 +25,7 @@ __all__ = [
     "embed",
     "losses",
     "metrics",
+    "ranker",
     "retrieve",
     "serving",
     "teachers",
