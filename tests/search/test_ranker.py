@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, _load_cross_encoder
+from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, load_cross_encoder
 from winnow.search.exceptions import SearchInputError
 from winnow.search.losses import listwise_softmax_loss
 from winnow.search.ranker import StudentRanker, distillation_loss, precompute_teacher_scores
@@ -107,7 +107,7 @@ def test_a_teacher_without_scores_in_a_list_adds_nothing():
 def test_student_is_pruned_and_smaller(fitted):
     network = fitted.network_.model_.model
     assert len(network.bert.encoder.layer) == 2 and network.config.num_hidden_layers == 2
-    teacher = _load_cross_encoder(CrossEncoderTeacher().model_location(), 32, "cpu")
+    teacher = load_cross_encoder(CrossEncoderTeacher().model_location(), 32, "cpu")
     assert len(teacher.model.bert.encoder.layer) == 6
     student_params = sum(p.numel() for p in fitted.network_.model_.parameters())
     teacher_params = sum(p.numel() for p in teacher.parameters())

@@ -22,7 +22,7 @@ import platform
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -33,9 +33,16 @@ from pydantic import BaseModel
 import winnow
 from winnow.common.config import config_to_yaml
 from winnow.common.exceptions import ConfigError
-from winnow.common.report import render_html
+from winnow.common.report import ReportSection, render_html
 
-__all__ = ["RunDir", "atomic_path", "atomic_write_text", "read_step_metrics", "to_jsonable"]
+__all__ = [
+    "RunDir",
+    "atomic_path",
+    "atomic_write_text",
+    "read_step_metrics",
+    "run_section",
+    "to_jsonable",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -178,3 +185,24 @@ def _create_unique(root: Path, name: str) -> Path:
             continue
         return candidate
     raise FileExistsError(f"could not create a new run folder for {stem} under {root}")
+
+
+def run_section(
+    name: str,
+    config: BaseModel,
+    make_section: Callable[[Any, RunDir, bool], ReportSection],
+    title: str,
+    root: str | Path = "runs",
+    quiet: bool = False,
+    heading: str | None = None,
+) -> Path:
+    """One job in a new run folder: config, the section's plots, summary and report.
+
+    ``make_section(config, run, quiet)`` draws into the run and returns its section; the report
+    starts with ``# heading`` (default ``title``). Returns the path of ``report.html``.
+    """
+    run = RunDir(name, root=root, seed=getattr(config, "seed", None))
+    run.write_config(config)
+    section = make_section(config, run, quiet)
+    run.write_summary(section.summary)
+    return run.write_report(f"# {heading or title}\n\n{section.markdown}", title=title)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
-from winnow.common.runs import RunDir
+from winnow.common.runs import RunDir, run_section
 from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
 
@@ -277,11 +277,9 @@ def _with_dropped_carries(config: SftConfig, train: list, share: float) -> list:
 
 def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
     """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
-    run = RunDir("distill-sft", root=root, seed=config.seed)
-    run.write_config(config)
-    section = sft_section(config, run, quiet)
-    run.write_summary(section.summary)
-    return run.write_report(f"# winnow distill sft\n\n{section.markdown}", "distill sft")
+    return run_section(
+        "distill-sft", config, sft_section, "distill sft", root, quiet, heading="winnow distill sft"
+    )
 
 
 def _save_model(model, tokenizer, folder: Path) -> None:

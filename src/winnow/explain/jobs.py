@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
-from winnow.common.runs import RunDir
+from winnow.common.runs import RunDir, run_section
 from winnow.explain.demand import DemandJobConfig
 from winnow.explain.demand_report import demand_section
 from winnow.explain.exceptions import ExplainInputError
@@ -248,8 +248,4 @@ JOBS: dict[str, tuple[type[Config], Callable[..., ReportSection], str]] = {
 def run_job(name: str, config: Config, root: str | Path = "runs", quiet: bool = False) -> Path:
     """Run one explain job into a new run folder; returns the path of ``report.html``."""
     _, section_fn, title = JOBS[name]
-    run = RunDir(f"explain-{name}", root=root, seed=config.seed)
-    run.write_config(config)
-    section = section_fn(config, run, quiet)
-    run.write_summary(section.summary)
-    return run.write_report(f"# {title}\n\n{section.markdown}", title=title)
+    return run_section(f"explain-{name}", config, section_fn, title, root, quiet)

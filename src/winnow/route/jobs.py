@@ -18,7 +18,7 @@ from pydantic import Field
 from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
-from winnow.common.runs import RunDir
+from winnow.common.runs import RunDir, run_section
 from winnow.route.assign import assign_batch
 from winnow.route.baselines import (
     best_single_model,
@@ -403,9 +403,5 @@ def _batch_vs_per_query(rows: list[dict]) -> list[dict]:
 
 def run_route_eval(config: RouteEvalConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
     """Run ``winnow route eval`` into a new run folder; returns the path of ``report.html``."""
-    run = RunDir("route-eval", root=root, seed=config.seed)
-    run.write_config(config)
-    section = route_eval_section(config, run, quiet)
-    run.write_summary(section.summary)
     title = "Batch-level LLM routing under budget and capacity"
-    return run.write_report(f"# {title}\n\n{section.markdown}", title=title)
+    return run_section("route-eval", config, route_eval_section, title, root, quiet)

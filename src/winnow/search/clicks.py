@@ -22,7 +22,6 @@ No real logs ship with winnow; :mod:`winnow.search.click_simulator` draws SIMULA
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.exceptions import MissingExtraError
-from winnow.search.datasets import Passage, Query
+from winnow.search.datasets import Passage, Query, jsonl_records
 from winnow.search.exceptions import (
     DatasetFileNotFoundError,
     DatasetFormatError,
@@ -270,19 +269,10 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[str], list]:
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list]:
-    rows, columns = [], {}
-    with open(path, encoding="utf-8") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(path, line, f"not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise DatasetFormatError(path, line, "expected a JSON object per line")
-            columns.update(dict.fromkeys(record))
-            rows.append((line, record))
+    rows = list(jsonl_records(path))
+    columns: dict[str, None] = {}
+    for _, record in rows:
+        columns.update(dict.fromkeys(record))
     return list(columns), rows
 
 

@@ -58,7 +58,9 @@ __all__ = [
     "CandidateList",
     "CrossEncoderTeacher",
     "build_candidate_lists",
+    "load_cross_encoder",
     "rerank",
+    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,9 +242,9 @@ class CrossEncoderTeacher:
             sum(int(entry.labelled.sum()) for entry in lists),
             total,
         )
-        with _threads(self.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model_ = _load_cross_encoder(self.model_location(), self.max_length, self.device)
+            self.model_ = load_cross_encoder(self.model_location(), self.max_length, self.device)
             optimizer, schedule = self._optimizer(total)
             order_rng = np.random.default_rng(self.seed)
             self.history_: list[float] = []
@@ -273,7 +275,7 @@ class CrossEncoderTeacher:
             return np.zeros(0, dtype=np.float64)
         query_text = query if isinstance(query, str) else query.text
         pairs = [(query_text, doc if isinstance(doc, str) else doc.text) for doc in docs]
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             scores = self.model_.predict(
                 pairs,
                 batch_size=self.forward_batch_size,
@@ -305,7 +307,7 @@ class CrossEncoderTeacher:
             record = json.loads(record_path.read_text(encoding="utf-8"))
         params = {**record["params"], **overrides, "model": str(name_or_path)}
         teacher = cls(**params)
-        teacher.model_ = _load_cross_encoder(str(name_or_path), teacher.max_length, teacher.device)
+        teacher.model_ = load_cross_encoder(str(name_or_path), teacher.max_length, teacher.device)
         teacher.model_.eval()
         teacher.history_ = list(record["history"])
         return teacher
@@ -404,7 +406,9 @@ def rerank(
     return ids.astype(str), scores
 
 
-def _load_cross_encoder(location: str, max_length: int, device: str):
+def load_cross_encoder(location: str, max_length: int, device: str):
+    """A one-output CrossEncoder with an identity activation (raw scores, any loss), from a
+    hub id or folder; shared by the teachers and the student ranker."""
     st = require("sentence_transformers", "search")
     torch = require("torch", "search")
     transformers = require("transformers", "search")
@@ -423,7 +427,8 @@ def _load_cross_encoder(location: str, max_length: int, device: str):
 
 
 @contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Use ``count`` torch CPU threads inside the block, then restore; ``None`` changes nothing."""
     if count is None:
         yield
         return

@@ -42,6 +42,7 @@ __all__ = [
     "Passage",
     "Query",
     "QuerySplit",
+    "jsonl_records",
     "load_beir",
     "read_corpus",
     "read_qrels",
@@ -244,7 +245,7 @@ def read_corpus(path: str | Path) -> tuple[list[str], list[str], list[str]]:
     """``(ids, titles, texts)`` of a ``corpus.jsonl``; a missing title is ``""``."""
     ids, titles, texts = [], [], []
     seen: set[str] = set()
-    for line_no, record in _jsonl(path):
+    for line_no, record in jsonl_records(path):
         ids.append(_unique_id(record, seen, path, line_no))
         texts.append(_field(record, "text", path, line_no))
         title = record.get("title") or ""
@@ -258,7 +259,7 @@ def read_queries(path: str | Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` of a ``queries.jsonl``."""
     ids, texts = [], []
     seen: set[str] = set()
-    for line_no, record in _jsonl(path):
+    for line_no, record in jsonl_records(path):
         ids.append(_unique_id(record, seen, path, line_no))
         texts.append(_field(record, "text", path, line_no))
     return ids, texts
@@ -342,7 +343,8 @@ def _required(path: Path) -> Path:
     return path
 
 
-def _jsonl(path: str | Path) -> Iterable[tuple[int, dict]]:
+def jsonl_records(path: str | Path) -> Iterable[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line; a bad line fails with file and line."""
     with open(path, encoding="utf-8") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if not raw.strip():

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
-from winnow.common.runs import RunDir, atomic_write_text
+from winnow.common.runs import RunDir, atomic_write_text, run_section
 from winnow.search.datasets import BeirDataset, load_beir, split_queries
 from winnow.search.embed import DEFAULT_CACHE_DIR, Encoder, encode_cached
 from winnow.search.exceptions import SearchInputError
@@ -209,11 +209,15 @@ def retrieval_section(config: SearchEvalConfig, run: RunDir, quiet: bool = False
 
 def run_search_eval(config: SearchEvalConfig, root: str | Path = "runs", quiet=False) -> Path:
     """``winnow search eval`` into a new run folder; returns the path of ``report.html``."""
-    run = RunDir("search-eval", root=root, seed=config.seed)
-    run.write_config(config)
-    section = retrieval_section(config, run, quiet)
-    run.write_summary(section.summary)
-    return run.write_report(f"# Search: retrieval quality\n\n{section.markdown}", "Search eval")
+    return run_section(
+        "search-eval",
+        config,
+        retrieval_section,
+        "Search eval",
+        root,
+        quiet,
+        heading="Search: retrieval quality",
+    )
 
 
 def build_index(config: IndexJobConfig, quiet: bool = False) -> Path:

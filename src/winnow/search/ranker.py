@@ -49,8 +49,8 @@ from winnow.common.runs import atomic_write_text
 from winnow.search.cross_encoder import (
     CandidateList,
     CrossEncoderTeacher,
-    _load_cross_encoder,
-    _threads,
+    load_cross_encoder,
+    torch_threads,
 )
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
@@ -190,9 +190,9 @@ class StudentRanker:
             len(lists),
             total,
         )
-        with _threads(self.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = _load_cross_encoder(network.model_location(), self.max_length, self.device)
+            model = load_cross_encoder(network.model_location(), self.max_length, self.device)
             network.model_ = _prune_layers(model, self.num_layers)
             self.network_ = network
             self.history_: list[float] = []
@@ -250,7 +250,7 @@ class StudentRanker:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         student = cls(**{**record["params"], **overrides, "model": str(path)})
         network = student._network()
-        model = _load_cross_encoder(str(path), student.max_length, student.device)
+        model = load_cross_encoder(str(path), student.max_length, student.device)
         network.model_ = _prune_layers(model, student.num_layers)
         network.model_.eval()
         student.network_ = network
