@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from winnow.cli import app
 from winnow.common.config import load_config
+from winnow.search.config import SearchConfig
 from winnow.search.datasets import load_beir
-from winnow.search.jobs import SearchEvalConfig, evaluated_queries, select_corpus
+from winnow.search.jobs import evaluated_queries, select_corpus
 
 runner = CliRunner()
 
@@ -20,7 +21,7 @@ def data():
 
 
 def test_slice_keeps_judged_passages_first_then_seeded_distractors(data):
-    queries = evaluated_queries(data, load_config(SearchEvalConfig))
+    queries = evaluated_queries(data, load_config(SearchConfig))
     judged = {doc for qid in queries for doc in data.qrels[qid]}
     corpus = select_corpus(data, queries[:1], max_passages=200, seed=0)
     first_judged = set(data.qrels[queries[0]])
@@ -32,21 +33,28 @@ def test_slice_keeps_judged_passages_first_then_seeded_distractors(data):
 
 
 def test_evaluated_queries_are_the_split_and_never_train(data):
-    config = load_config(SearchEvalConfig)
+    config = load_config(SearchConfig)
     test = evaluated_queries(data, config)
-    train = evaluated_queries(data, load_config(SearchEvalConfig, overrides=["queries=train"]))
+    train = evaluated_queries(data, load_config(SearchConfig, overrides=["queries=train"]))
     assert test and train and not set(test) & set(train)
-    everything = evaluated_queries(data, load_config(SearchEvalConfig, overrides=["queries=all"]))
+    everything = evaluated_queries(data, load_config(SearchConfig, overrides=["queries=all"]))
     assert len(everything) == 43
 
 
-def test_eval_and_index_commands_on_a_slice(tmp_path):
-    common = [
+def slice_flags(tmp_path) -> list[str]:
+    """A 60-passage slice, with the embedding cache and saved models inside ``tmp_path``."""
+    return [
         "--set",
         "data.max_passages=60",
         "--set",
         f"encoder.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        f"train.output_dir={tmp_path / 'models'}",
     ]
+
+
+def test_eval_and_index_commands_on_a_slice(tmp_path):
+    common = slice_flags(tmp_path)
     result = runner.invoke(
         app, ["search", "eval", "--out", str(tmp_path / "runs"), "--quiet", *common]
     )
@@ -76,3 +84,45 @@ def test_empty_split_is_one_clear_line(tmp_path):
     )
     assert result.exit_code == 2
     assert "test split is empty" in result.output and "Traceback" not in result.output
+
+
+def test_train_then_eval_reports_every_reranker(tmp_path):
+    """Tiny settings (4 candidates, 1 epoch, 32 word pieces): the pipeline, not the quality."""
+    tiny = [
+        *slice_flags(tmp_path),
+        *("--set", "train.candidates=4", "--set", "train.teacher.epochs=1"),
+        *("--set", "train.teacher.max_length=32", "--set", "train.student.epochs=1"),
+        *("--set", "train.student.max_length=32", "--set", "train.clicks.sessions=20"),
+    ]
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    expected = {
+        "dense",
+        "relevance_teacher",
+        "engagement_teacher",
+        "student_relevance_only",
+        "student_engagement_only",
+        "student_both",
+    }
+    assert set(summary["results"]["test"]) == expected
+    assert summary["clicks"]["simulated"] is True
+    assert summary["queries"] == {"train": 26, "dev": 9, "test": 8}
+    for name in expected - {"dense"}:
+        assert summary["results"]["test"][name]["ndcg@10"] <= 1
+        assert (tmp_path / "models" / name / "config.json").is_file()
+    report = (run / "report.md").read_text()
+    assert "SIMULATED" in report and "| student_both |" in report
+    assert sorted(p.name for p in (run / "plots").iterdir()) == [
+        "rerank_ndcg.png",
+        "training_loss.png",
+    ]
+
+    result = runner.invoke(app, ["search", "eval", "--out", str(out), "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    (evaluation,) = [p for p in out.iterdir() if p.name.startswith("search-eval")]
+    systems = json.loads((evaluation / "metrics.json").read_text())["summary"]["systems"]
+    assert {f"dense+{name}" for name in expected - {"dense"}} <= set(systems)
+    assert "| dense+student_both |" in (evaluation / "report.md").read_text()

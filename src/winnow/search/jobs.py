@@ -11,95 +11,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
 
-from winnow.common.config import Config
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, atomic_write_text, run_section
+from winnow.search.config import EncoderConfig, RetrievalConfig, SearchConfig
 from winnow.search.datasets import BeirDataset, load_beir, split_queries
-from winnow.search.embed import DEFAULT_CACHE_DIR, Encoder, encode_cached
+from winnow.search.embed import Encoder, encode_cached
 from winnow.search.exceptions import SearchInputError
 
 __all__ = [
-    "IndexJobConfig",
-    "SearchEvalConfig",
+    "Corpus",
     "build_index",
+    "evaluated_queries",
+    "first_stage",
     "retrieval_section",
     "run_search_eval",
 ]
-
-SYSTEMS = ("bm25", "dense", "hybrid_rrf", "hybrid_interpolate")
-
-
-class DatasetConfig(Config):
-    """The collection, its query split, and an optional slice of the corpus."""
-
-    name: str = Field(
-        "search/msmarco_trecdl19_subset", description="'<data set>/<folder>' or a BEIR folder"
-    )
-    split: tuple[float, float, float] = Field(
-        (0.6, 0.2, 0.2), description="train, dev, test fractions of the judged queries"
-    )
-    max_passages: int | None = Field(
-        None,
-        ge=10,
-        description="keep the judged passages of the evaluated queries, then distractors, up to "
-        "this many (fast runs); null = the whole corpus",
-    )
-
-
-class EncoderConfig(Config):
-    """The bi-encoder: the bundled all-MiniLM-L6-v2 unless a hub id or folder is given."""
-
-    model: str | None = None
-    batch_size: int = Field(64, ge=1)
-    max_seq_length: int | None = Field(None, ge=8)
-    cache_dir: str | None = Field(
-        str(DEFAULT_CACHE_DIR), description="embedding cache; null disables it"
-    )
-
-
-class RetrievalConfig(Config):
-    """First-stage retrieval: the dense index and how the hybrids fuse BM25 with it."""
-
-    index: Literal["flat", "hnsw"] = "flat"
-    candidates: int = Field(100, ge=1, description="hits per retriever before fusing")
-    rrf_k: float = Field(60.0, gt=0)
-    weights: tuple[float, float] = Field((0.5, 0.5), description="BM25, dense")
-
-
-class SearchEvalConfig(Config):
-    """``winnow search eval``: retrieval quality on one split of the judged queries."""
-
-    seed: int = 0
-    data: DatasetConfig = DatasetConfig()
-    encoder: EncoderConfig = EncoderConfig()
-    retrieval: RetrievalConfig = RetrievalConfig()
-    queries: Literal["train", "dev", "test", "all"] = "test"
-    ndcg_at: int = Field(10, ge=1)
-    recall_at: int = Field(100, ge=1)
-
-
-class IndexJobConfig(Config):
-    """``winnow search index``: embed the corpus once and save the FAISS index and doc ids."""
-
-    data: DatasetConfig = DatasetConfig()
-    encoder: EncoderConfig = EncoderConfig()
-    retrieval: RetrievalConfig = RetrievalConfig()
-    index_dir: str = Field(
-        "runs/search-index", description="folder for index.faiss and doc_ids.json"
-    )
-
-    @field_validator("index_dir")
-    @classmethod
-    def _not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("index_dir is empty; give a folder such as runs/search-index")
-        return value
 
 
 @dataclass(frozen=True)
@@ -110,7 +40,7 @@ class Corpus:
     texts: list[str]
 
 
-def evaluated_queries(data: BeirDataset, config: SearchEvalConfig) -> list[str]:
+def evaluated_queries(data: BeirDataset, config: SearchConfig) -> list[str]:
     """The judged queries of the chosen split (the split is by query id, never by pair)."""
     if config.queries == "all":
         return data.judged_query_ids
@@ -159,27 +89,59 @@ def _retrievers(corpus: Corpus, vectors: np.ndarray, config: RetrievalConfig, en
     }
 
 
-def retrieval_section(config: SearchEvalConfig, run: RunDir, quiet: bool = False) -> ReportSection:
-    """Evaluate BM25, dense and both hybrids; a table, a bar plot and per-query scatter."""
-    from winnow.search.metrics import evaluate_run, run_from_arrays
-    from winnow.search.plots import plot_per_query, plot_system_means
+@dataclass(frozen=True)
+class FirstStage:
+    """The corpus searched, the encoder, and the fitted retrievers by system name."""
 
-    data = load_beir(config.data.name)
-    query_ids = evaluated_queries(data, config)
+    corpus: Corpus
+    encoder: Encoder
+    retrievers: dict
+
+
+def first_stage(
+    config: SearchConfig, data: BeirDataset, query_ids: list[str], quiet: bool = False
+) -> FirstStage:
+    """Embed the corpus (cached) and fit BM25, dense and both hybrids over it."""
     corpus = select_corpus(data, query_ids, config.data.max_passages, config.seed)
     encoder = _encoder(config.encoder)
     vectors = encode_cached(encoder, corpus.texts, config.encoder.cache_dir, quiet=quiet)
-    retrievers = _retrievers(corpus, vectors, config.retrieval, encoder)
+    return FirstStage(corpus, encoder, _retrievers(corpus, vectors, config.retrieval, encoder))
+
+
+def retrieval_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> ReportSection:
+    """Evaluate BM25, dense, both hybrids and every saved reranker (over the dense top
+    ``train.candidates``); a table, a bar plot and a per-query scatter."""
+    from winnow.search.metrics import evaluate_run, run_from_arrays
+    from winnow.search.plots import plot_per_query, plot_system_means
+    from winnow.search.reranking import load_rankers, rerank_depth
+
+    data = load_beir(config.data.name)
+    query_ids = evaluated_queries(data, config)
+    stage = first_stage(config, data, query_ids, quiet)
+    rankers = load_rankers(config.train.output_dir, config.train.num_threads)
     texts = [data.query_text(qid) for qid in query_ids]
     depth = max(config.ndcg_at, config.recall_at)
     metrics = (f"ndcg@{config.ndcg_at}", f"recall@{config.recall_at}", f"mrr@{config.ndcg_at}")
-    results = {}
-    with track_progress("retrieval", total=len(retrievers), quiet=quiet) as bar:
-        for name, retriever in retrievers.items():
-            ids, _ = retriever.search(texts, depth)
-            results[name] = evaluate_run(data.qrels, run_from_arrays(query_ids, ids), metrics)
+    runs = {}
+    with track_progress("retrieval", total=len(stage.retrievers), quiet=quiet) as bar:
+        for name, retriever in stage.retrievers.items():
+            runs[name] = retriever.search(texts, depth)[0]
             bar.advance(1, system=name)
+    timings = {}
+    with track_progress("reranking", total=len(rankers), quiet=quiet) as bar:
+        for name, ranker in rankers.items():
+            runs[f"dense+{name}"], timings[name] = rerank_depth(
+                ranker.scorer, data, query_ids, runs["dense"], config.train.candidates
+            )
+            bar.advance(1, system=name)
+    results = {
+        name: evaluate_run(data.qrels, run_from_arrays(query_ids, ids), metrics)
+        for name, ids in runs.items()
+    }
     rows = [{"system": name, **found.mean} for name, found in results.items()]
+    for row in rows:
+        speed = timings.get(row["system"].removeprefix("dense+"))
+        row["rerank items/s"] = "" if speed is None else round(speed.items_per_s, 1)
     ndcg = metrics[0]
     bars = run.save_plot(plot_system_means(rows, list(metrics)), "retrieval_means")
     scatter = run.save_plot(
@@ -189,25 +151,35 @@ def retrieval_section(config: SearchEvalConfig, run: RunDir, quiet: bool = False
     summary = {
         "queries": config.queries,
         "query_ids": query_ids,
-        "passages": len(corpus.doc_ids),
-        "encoder": encoder.cache_id,
+        "passages": len(stage.corpus.doc_ids),
+        "encoder": stage.encoder.cache_id,
+        "rerankers": {name: ranker.describe() for name, ranker in rankers.items()},
+        "rerank_items_per_s": {name: t.items_per_s for name, t in timings.items()},
         "systems": {name: found.mean for name, found in results.items()},
         "per_query": {name: found.per_query for name, found in results.items()},
     }
+    trained = (
+        f"Rerankers from `{config.train.output_dir}` reorder the dense top "
+        f"{config.train.candidates} (the rest keeps the dense order): "
+        + ", ".join(f"`{name}`" for name in rankers)
+        + "."
+        if rankers
+        else f"No trained reranker under `{config.train.output_dir}` (run `winnow search train`)."
+    )
     markdown = (
         f"{len(query_ids)} judged `{config.queries}` queries of `{config.data.name}` (split "
-        f"{config.data.split}, seed {config.seed}) over {len(corpus.doc_ids):,} passages; "
-        f"encoder `{encoder.cache_id}`; dense index `{config.retrieval.index}`; hybrids fuse the "
-        f"top {config.retrieval.candidates} of BM25 and dense with weights "
-        f"{config.retrieval.weights}. nDCG uses raw grades as gains (trec_eval); recall and MRR "
-        "count grade >= 2 as relevant (TREC DL).\n\n"
+        f"{config.data.split}, seed {config.seed}) over {len(stage.corpus.doc_ids):,} passages; "
+        f"encoder `{stage.encoder.cache_id}`; dense index `{config.retrieval.index}`; hybrids "
+        f"fuse the top {config.retrieval.candidates} of BM25 and dense with weights "
+        f"{config.retrieval.weights}. {trained} nDCG uses raw grades as gains (trec_eval); "
+        "recall and MRR count grade >= 2 as relevant (TREC DL).\n\n"
         + markdown_table(rows, digits=3)
         + f"\n![means](plots/{bars.name})\n\n![per query](plots/{scatter.name})\n"
     )
     return ReportSection(markdown, summary)
 
 
-def run_search_eval(config: SearchEvalConfig, root: str | Path = "runs", quiet=False) -> Path:
+def run_search_eval(config: SearchConfig, root: str | Path = "runs", quiet=False) -> Path:
     """``winnow search eval`` into a new run folder; returns the path of ``report.html``."""
     return run_section(
         "search-eval",
@@ -220,7 +192,7 @@ def run_search_eval(config: SearchEvalConfig, root: str | Path = "runs", quiet=F
     )
 
 
-def build_index(config: IndexJobConfig, quiet: bool = False) -> Path:
+def build_index(config: SearchConfig, quiet: bool = False) -> Path:
     """Embed the corpus (cached), build the dense index and write it with its doc ids.
 
     Writes ``index.faiss``, ``doc_ids.json`` and ``manifest.json`` (encoder, index kind,

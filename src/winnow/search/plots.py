@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_per_query", "plot_system_means"]
+__all__ = ["plot_loss_curves", "plot_per_query", "plot_system_means"]
 
 
 def plot_system_means(rows: list[dict], metrics: list[str]) -> Figure:
@@ -36,4 +36,19 @@ def plot_per_query(first: dict[str, float], second: dict[str, float], metric: st
     ax.set_xlabel(f"BM25 {metric}")
     ax.set_ylabel(f"dense {metric}")
     ax.set_title("per query", fontsize=10)
+    return fig
+
+
+def plot_loss_curves(histories: dict[str, list[float]], window: int = 10) -> Figure:
+    """Training loss per step of each model, as a moving average over ``window`` steps."""
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for name, history in histories.items():
+        values = np.asarray(history, dtype=float)
+        width = max(1, min(window, values.size))
+        smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+        ax.plot(np.arange(smooth.size) + width, smooth, label=name, linewidth=1.2)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(f"loss ({window}-step mean)")
+    ax.legend(fontsize=8)
     return fig

@@ -1,0 +1,104 @@
+"""Saved rerankers in use: find them in a folder, and rerank a first stage's top candidates.
+
+``winnow search train`` saves each teacher and student in its own folder under
+``train.output_dir``; ``winnow search eval``, the server and the benchmarks load them from
+there with :func:`load_rankers`. :func:`rerank_depth` reorders the first ``depth`` candidates
+of each query and keeps the rest of the first-stage order behind them, so recall at deeper
+cut-offs is that of the first stage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher, rerank
+from winnow.search.datasets import BeirDataset
+from winnow.search.exceptions import SearchInputError
+from winnow.search.ranker import STUDENT_FILE, StudentRanker
+
+__all__ = ["RerankTiming", "SavedRanker", "load_ranker", "load_rankers", "rerank_depth"]
+
+
+@dataclass(frozen=True)
+class SavedRanker:
+    """A reranker loaded from ``path``: a teacher or a student, and its fitted scorer."""
+
+    name: str
+    path: Path
+    kind: str
+    scorer: CrossEncoderTeacher | StudentRanker
+
+    def describe(self) -> dict:
+        """Path, kind and the settings that set its cost: layers and input length."""
+        student = self.kind == "student"
+        cross_encoder = self.scorer.network_.model_ if student else self.scorer.model_
+        record = {
+            "path": str(self.path),
+            "kind": self.kind,
+            "layers": cross_encoder.model.config.num_hidden_layers,
+            "max_length": self.scorer.max_length,
+        }
+        if student:
+            record["teacher_weights"] = self.scorer.teacher_weights
+        return record
+
+
+@dataclass(frozen=True)
+class RerankTiming:
+    """Pairs scored and the wall seconds it took (tokenising and forward passes)."""
+
+    pairs: int
+    seconds: float
+
+    @property
+    def items_per_s(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_ranker(path: str | Path, num_threads: int | None = None) -> SavedRanker:
+    """The teacher or student saved in ``path`` (told apart by its record file)."""
+    path = Path(path)
+    if (path / STUDENT_FILE).is_file():
+        scorer = StudentRanker.load(path, num_threads=num_threads)
+        return SavedRanker(path.name, path, "student", scorer)
+    if (path / TEACHER_FILE).is_file():
+        scorer = CrossEncoderTeacher.load(path, num_threads=num_threads)
+        return SavedRanker(path.name, path, "teacher", scorer)
+    raise SearchInputError(
+        f"{path} holds no saved reranker ({STUDENT_FILE} or {TEACHER_FILE}); train one with "
+        "`winnow search train --config configs/search/msmarco.yaml`"
+    )
+
+
+def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str, SavedRanker]:
+    """Every reranker saved in a subfolder of ``folder``, by folder name; ``{}`` if none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    found = sorted(
+        child
+        for child in folder.iterdir()
+        if (child / STUDENT_FILE).is_file() or (child / TEACHER_FILE).is_file()
+    )
+    return {child.name: load_ranker(child, num_threads) for child in found}
+
+
+def rerank_depth(
+    scorer, data: BeirDataset, query_ids: list[str], ranked_ids: np.ndarray, depth: int
+) -> tuple[np.ndarray, RerankTiming]:
+    """Rerank the first ``depth`` of each ``[q, K]`` id row; the rest keep their order.
+
+    Returns ``ids [q, K]`` and the timing of the scoring. ``data`` supplies the texts the
+    scorer reads (pass a summarised copy to serve compressed item text).
+    """
+    ranked_ids = np.asarray(ranked_ids)
+    head, tail = ranked_ids[:, :depth], ranked_ids[:, depth:]
+    start = time.perf_counter()
+    reordered, _ = rerank(scorer, data, query_ids, head)
+    seconds = time.perf_counter() - start
+    pairs = int((head != "").sum())
+    return np.concatenate([reordered, tail], axis=1), RerankTiming(pairs, seconds)
