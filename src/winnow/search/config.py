@@ -110,12 +110,7 @@ class StudentConfig(Config):
     learning_rate: float = Field(1e-4, gt=0)
     temperature: float = Field(1.0, gt=0, description="softmax temperature on teacher logits")
     loss: Literal["listwise", "mse"] = "listwise"
-    summary_tokens: int | None = Field(
-        None,
-        ge=8,
-        description="read query-independent extractive summaries of at most this many word "
-        "pieces instead of full passages (train and serve); null = full text",
-    )
+
 
 
 class TrainConfig(Config):

@@ -24,6 +24,7 @@ from winnow.search.exceptions import SearchInputError
 
 __all__ = [
     "Corpus",
+    "FirstStage",
     "build_index",
     "evaluated_queries",
     "first_stage",

@@ -59,19 +59,21 @@ class RerankTiming:
         return self.pairs / self.seconds if self.seconds > 0 else 0.0
 
 
-def load_ranker(path: str | Path, num_threads: int | None = None) -> SavedRanker:
-    """The teacher or student saved in ``path`` (told apart by its record file)."""
+def load_ranker(
+    path: str | Path, num_threads: int | None = None, device: str = "cpu"
+) -> SavedRanker:
+    """The student saved in ``path`` (it holds ``winnow_student.json``), or else the teacher or
+    any other cross-encoder folder there. ``num_threads=None`` keeps the process's setting."""
     path = Path(path)
+    if not path.is_dir():
+        raise SearchInputError(
+            f"reranker folder {path} not found; pass one that `winnow search train` wrote "
+            "under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
+        )
+    settings = {"num_threads": num_threads, "device": device, "quiet": True}
     if (path / STUDENT_FILE).is_file():
-        scorer = StudentRanker.load(path, num_threads=num_threads)
-        return SavedRanker(path.name, path, "student", scorer)
-    if (path / TEACHER_FILE).is_file():
-        scorer = CrossEncoderTeacher.load(path, num_threads=num_threads)
-        return SavedRanker(path.name, path, "teacher", scorer)
-    raise SearchInputError(
-        f"{path} holds no saved reranker ({STUDENT_FILE} or {TEACHER_FILE}); train one with "
-        "`winnow search train --config configs/search/msmarco.yaml`"
-    )
+        return SavedRanker(path.name, path, "student", StudentRanker.load(path, **settings))
+    return SavedRanker(path.name, path, "teacher", CrossEncoderTeacher.load(path, **settings))
 
 
 def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str, SavedRanker]:

@@ -32,14 +32,16 @@ from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
 from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig
 from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, build_candidate_lists
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir, split_queries
-from winnow.search.jobs import first_stage
+from winnow.search.jobs import FirstStage, first_stage
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
 from winnow.search.reranking import RerankTiming, rerank_depth
 from winnow.search.teachers import ChatJudge, QrelsJudge
 
 __all__ = [
     "TrainingData",
+    "distillation_lists",
     "engagement_judge",
+    "evaluate_rerankers",
     "prepare_training",
     "relevance_judge",
     "run_search_train",
@@ -54,10 +56,12 @@ METRICS = ("ndcg@10", "mrr@10")
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The collection, its query split, and each query's dense candidates ``{qid: [k] ids}``."""
+    """The collection, its query split, the fitted first stage, and each query's dense
+    candidates ``{qid: [k] ids}``."""
 
     data: BeirDataset
     split: QuerySplit
+    stage: FirstStage
     candidates: dict[str, np.ndarray]
 
     def run_of(self, query_ids: list[str]) -> np.ndarray:
@@ -71,7 +75,7 @@ def prepare_training(config: SearchConfig, quiet: bool = False) -> TrainingData:
     split = split_queries(data.judged_query_ids, config.data.split, seed=config.seed)
     stage = first_stage(config, data, data.judged_query_ids, quiet)
     ids, _ = stage.retrievers["dense"].search(data.query_texts, config.train.candidates)
-    return TrainingData(data, split, dict(zip(data.query_ids, ids, strict=True)))
+    return TrainingData(data, split, stage, dict(zip(data.query_ids, ids, strict=True)))
 
 
 def relevance_judge(config: JudgeConfig, data: BeirDataset):
@@ -142,16 +146,19 @@ def unlabelled_lists(training: TrainingData, query_ids: list[str]) -> list[Candi
     return lists
 
 
-def train_students(
-    config: SearchConfig, training: TrainingData, teachers: dict, quiet: bool = False
-) -> dict[str, StudentRanker]:
-    """One student per ``train.students`` weighting, all on the same teacher scores."""
+def distillation_lists(config: SearchConfig, training: TrainingData) -> list[CandidateList]:
+    """The students' lists: train-split candidates, plus the unjudged queries' if configured."""
     query_ids = list(training.split.train)
     if config.train.distill_unjudged:
         query_ids += training.data.unjudged_query_ids
-    lists = unlabelled_lists(training, query_ids)
-    scores = precompute_teacher_scores(teachers, lists)
-    settings = config.train.student.model_dump(exclude={"summary_tokens"})
+    return unlabelled_lists(training, query_ids)
+
+
+def train_students(
+    config: SearchConfig, lists: list[CandidateList], teacher_scores: dict, quiet: bool = False
+) -> dict[str, StudentRanker]:
+    """One student per ``train.students`` weighting, all on the same teacher scores."""
+    settings = config.train.student.model_dump()
     students = {}
     for name, weights in config.train.students.items():
         student = StudentRanker(
@@ -161,7 +168,7 @@ def train_students(
             quiet=quiet,
             **settings,
         )
-        students[name] = student.fit(lists, scores)
+        students[name] = student.fit(lists, teacher_scores)
     return students
 
 
@@ -202,7 +209,9 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
     teachers = train_teachers(
         config, training, {"relevance": relevance, "engagement": engagement}, quiet
     )
-    students = train_students(config, training, teachers, quiet)
+    lists = distillation_lists(config, training)
+    scores = precompute_teacher_scores(teachers, lists)
+    students = train_students(config, lists, scores, quiet)
     output = Path(config.train.output_dir)
     rankers = {f"{name}_teacher": teacher for name, teacher in teachers.items()}
     rankers.update({f"student_{name}": student for name, student in students.items()})

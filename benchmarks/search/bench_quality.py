@@ -1,0 +1,184 @@
+"""nDCG@10 on held-out queries: first stages, both teachers, the student ablations and the
+student serving stack, in one run over the shipped MS MARCO / TREC DL 2019 subset.
+
+    OMP_NUM_THREADS=1 .venv/bin/winnow search train --config configs/search/msmarco.yaml
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search/bench_quality.py \
+        [--models models/search] [--summary-tokens 48] [--no-summary-student]
+
+Systems (every reranker reorders the dense top ``train.candidates`` = 30):
+
+- ``bm25``, ``dense``, ``hybrid_rrf``, ``hybrid_interpolate``: first stages (depth 100);
+- ``relevance_teacher``, ``engagement_teacher``: 6-layer cross-encoders from ``winnow search
+  train`` (the engagement teacher learns from SIMULATED clicks);
+- ``student_relevance_only``, ``student_engagement_only``, ``student_both``: 2-layer, 96 word
+  pieces, distilled with those teacher weights;
+- the serving stack of ``student_both``: ``+int8`` (dynamic int8), ``+summaries`` (served on
+  query-independent extractive summaries of ``--summary-tokens`` word pieces), both, and
+  ``student_both_on_summaries``: the same distillation with the student reading summaries in
+  training too (teacher scores still on full text), served int8 on summaries = the student
+  stack of ``bench_throughput.py``.
+
+Reported on the 8 test queries (``summary.ndcg10``) and, less noisy, on the 17 held-out dev +
+test queries (``summary.ndcg10_heldout``); nothing was tuned on either. Writes
+benchmarks/results/search_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from winnow.common.config import load_config
+from winnow.common.runs import atomic_write_text
+from winnow.search.config import SearchConfig
+from winnow.search.metrics import evaluate_run, run_from_arrays
+from winnow.search.ranker import precompute_teacher_scores
+from winnow.search.reranking import load_rankers
+from winnow.search.stack import quantize_int8, word_piece_counter
+from winnow.search.summaries import summarize
+from winnow.search.training import (
+    TrainingData,
+    distillation_lists,
+    evaluate_rerankers,
+    prepare_training,
+    train_students,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
+RESULTS = ROOT / "benchmarks" / "results" / "search_quality.json"
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+TEACHER = "relevance_teacher"
+STUDENT = "student_both"
+
+
+def first_stage_quality(training: TrainingData, parts: dict[str, list[str]]) -> dict:
+    """``{part: {system: {metric: mean}}}`` of BM25, dense and the hybrids at depth 100."""
+    data = training.data
+    results = {part: {} for part in parts}
+    for name, retriever in training.stage.retrievers.items():
+        for part, query_ids in parts.items():
+            ids, _ = retriever.search([data.query_text(q) for q in query_ids], 100)
+            found = evaluate_run(data.qrels, run_from_arrays(query_ids, ids), METRICS)
+            results[part][name] = found.mean
+    return results
+
+
+def summarised(training: TrainingData, tokens: int, counter) -> TrainingData:
+    """The same training data with every passage replaced by its extractive summary."""
+    data = training.data
+    texts = summarize(data.passages, tokens, counter)
+    blank = [""] * len(texts)
+    return dataclasses.replace(
+        training, data=dataclasses.replace(data, doc_titles=blank, doc_texts=texts)
+    )
+
+
+def summary_student(config: SearchConfig, training, on_summaries, teachers, quiet: bool):
+    """``student_both`` distilled again, reading summaries; teacher scores stay on full text."""
+    full_lists = distillation_lists(config, training)
+    scores = precompute_teacher_scores(teachers, full_lists)
+    short_lists = distillation_lists(config, on_summaries)
+    single = config.model_copy(deep=True)
+    single.train.students = {"both": config.train.students["both"]}
+    return train_students(single, short_lists, scores, quiet)["both"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--models", type=Path, default=None, help="default: train.output_dir")
+    parser.add_argument("--summary-tokens", type=int, default=48)
+    parser.add_argument("--no-summary-student", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    began = time.perf_counter()
+    config = load_config(SearchConfig, args.config)
+    models = args.models or Path(config.train.output_dir)
+    saved = load_rankers(models, num_threads=1)
+    if TEACHER not in saved or STUDENT not in saved:
+        raise SystemExit(
+            f"{models} lacks {TEACHER} or {STUDENT}; run `winnow search train --config "
+            f"{args.config}` first"
+        )
+    training = prepare_training(config, args.quiet)
+    split = training.split
+    parts = {"test": split.test, "heldout": split.dev + split.test}
+    results = first_stage_quality(training, parts)
+
+    rankers = {name: ranker.scorer for name, ranker in saved.items()}
+    student = rankers[STUDENT]
+    rankers[f"{STUDENT}+int8"] = quantize_int8(student)
+    reranked, timings = evaluate_rerankers(training, rankers, parts, config.train.candidates)
+    on_summaries = summarised(training, args.summary_tokens, word_piece_counter(student))
+    served_short = {
+        f"{STUDENT}+summaries": student,
+        f"{STUDENT}+summaries+int8": rankers[f"{STUDENT}+int8"],
+    }
+    seconds = {"distill_on_summaries": 0.0}
+    if not args.no_summary_student:
+        start = time.perf_counter()
+        teachers = {"relevance": rankers[TEACHER], "engagement": rankers["engagement_teacher"]}
+        trained = summary_student(config, training, on_summaries, teachers, args.quiet)
+        seconds["distill_on_summaries"] = round(time.perf_counter() - start, 1)
+        served_short[f"{STUDENT}_on_summaries+int8"] = quantize_int8(trained)
+    short, short_timings = evaluate_rerankers(
+        on_summaries, served_short, parts, config.train.candidates
+    )
+    timings.update(short_timings)
+    for part in parts:
+        results[part].update(reranked[part])
+        results[part].update({k: v for k, v in short[part].items() if k != "dense"})
+
+    def ndcg(part: str) -> dict[str, float]:
+        return {name: round(row["ndcg@10"], 4) for name, row in results[part].items()}
+
+    stack = f"{STUDENT}_on_summaries+int8"
+    if stack not in results["test"]:
+        stack = f"{STUDENT}+summaries+int8"
+    test, heldout = ndcg("test"), ndcg("heldout")
+    summary = {
+        "ndcg10": test,
+        "ndcg10_heldout": heldout,
+        "teacher": TEACHER,
+        "student": STUDENT,
+        "student_stack": stack,
+        "ndcg10_student_over_teacher": round(test[stack] / test[TEACHER], 4),
+        "ndcg10_student_over_teacher_heldout": round(heldout[stack] / heldout[TEACHER], 4),
+        "ndcg10_student_full_text_over_teacher": round(test[STUDENT] / test[TEACHER], 4),
+        "goal_ratio": 0.95,
+        "queries": {part: len(ids) for part, ids in parts.items()},
+        "simulated_clicks": True,
+    }
+    record = {
+        "summary": summary,
+        "results": results,
+        "rerank_items_per_s": {name: round(t.items_per_s, 1) for name, t in timings.items()},
+        "rankers": {name: ranker.describe() for name, ranker in saved.items()},
+        "settings": {
+            "config": str(args.config),
+            "models": str(models),
+            "candidates": config.train.candidates,
+            "summary_tokens": args.summary_tokens,
+            "split_seed": config.seed,
+            "torch_threads": 1,
+        },
+        "seconds": {**seconds, "total": round(time.perf_counter() - began, 1)},
+        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
+    }
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
