@@ -18,6 +18,8 @@ Systems (every reranker reorders the dense top ``train.candidates`` = 30):
   training too (teacher scores still on full text), served int8 on summaries = the student
   stack of ``bench_throughput.py``.
 
+Models come from ``--models`` (default ``train.output_dir``); when the relevance teacher or
+``student_both`` is missing there, the script runs ``winnow search train`` first (about 15 min).
 Reported on the 8 test queries (``summary.ndcg10``) and, less noisy, on the 17 held-out dev +
 test queries (``summary.ndcg10_heldout``); nothing was tuned on either. Writes
 benchmarks/results/search_quality.json.
@@ -33,10 +35,12 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+
 from winnow.common.config import load_config
 from winnow.common.runs import atomic_write_text
 from winnow.search.config import SearchConfig
-from winnow.search.metrics import evaluate_run, run_from_arrays
+from winnow.search.metrics import evaluate_run, paired_bootstrap, run_from_arrays
 from winnow.search.ranker import precompute_teacher_scores
 from winnow.search.reranking import load_rankers
 from winnow.search.stack import quantize_int8, word_piece_counter
@@ -46,6 +50,7 @@ from winnow.search.training import (
     distillation_lists,
     evaluate_rerankers,
     prepare_training,
+    run_search_train,
     train_students,
 )
 
@@ -58,15 +63,32 @@ STUDENT = "student_both"
 
 
 def first_stage_quality(training: TrainingData, parts: dict[str, list[str]]) -> dict:
-    """``{part: {system: {metric: mean}}}`` of BM25, dense and the hybrids at depth 100."""
+    """``{part: {system: Evaluation}}`` of BM25, dense and the hybrids at depth 100."""
     data = training.data
     results = {part: {} for part in parts}
     for name, retriever in training.stage.retrievers.items():
         for part, query_ids in parts.items():
             ids, _ = retriever.search([data.query_text(q) for q in query_ids], 100)
-            found = evaluate_run(data.qrels, run_from_arrays(query_ids, ids), METRICS)
-            results[part][name] = found.mean
+            results[part][name] = evaluate_run(data.qrels, run_from_arrays(query_ids, ids), METRICS)
     return results
+
+
+def shuffled_baseline(training: TrainingData, parts: dict, depth: int, draws: int = 50) -> dict:
+    """``{part: {metric: mean}}`` of the dense top ``depth`` in random order (mean of ``draws``
+    seeded shuffles): what a reranker that learnt nothing scores."""
+    data = training.data
+    out = {}
+    for part, query_ids in parts.items():
+        head = training.run_of(query_ids)[:, :depth]
+        rng = np.random.default_rng(0)
+        means = [
+            evaluate_run(
+                data.qrels, run_from_arrays(query_ids, rng.permuted(head, axis=1)), METRICS[:2]
+            ).mean
+            for _ in range(draws)
+        ]
+        out[part] = {m: float(np.mean([row[m] for row in means])) for m in METRICS[:2]}
+    return out
 
 
 def summarised(training: TrainingData, tokens: int, counter) -> TrainingData:
@@ -89,6 +111,25 @@ def summary_student(config: SearchConfig, training, on_summaries, teachers, quie
     return train_students(single, short_lists, scores, quiet)["both"]
 
 
+def differences(heldout: dict, stack: str) -> dict:
+    """Paired bootstrap of nDCG@10 differences over the held-out queries (95% intervals)."""
+    pairs = {
+        "student_stack_minus_teacher": (stack, TEACHER),
+        "student_minus_teacher": (STUDENT, TEACHER),
+        "teacher_minus_dense": (TEACHER, "dense"),
+        "student_stack_minus_dense": (stack, "dense"),
+    }
+    return {
+        label: {
+            key: round(value, 4) if isinstance(value, float) else value
+            for key, value in paired_bootstrap(
+                heldout[a].per_query["ndcg@10"], heldout[b].per_query["ndcg@10"]
+            ).items()
+        }
+        for label, (a, b) in pairs.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
@@ -107,10 +148,10 @@ def main() -> None:
     models = args.models or Path(config.train.output_dir)
     saved = load_rankers(models, num_threads=1)
     if TEACHER not in saved or STUDENT not in saved:
-        raise SystemExit(
-            f"{models} lacks {TEACHER} or {STUDENT}; run `winnow search train --config "
-            f"{args.config}` first"
-        )
+        print(f"{models} lacks {TEACHER} or {STUDENT}: training them (winnow search train)")
+        config.train.output_dir = str(models)
+        run_search_train(config, quiet=args.quiet)
+        saved = load_rankers(models, num_threads=1)
     training = prepare_training(config, args.quiet)
     split = training.split
     parts = {"test": split.test, "heldout": split.dev + split.test}
@@ -137,11 +178,15 @@ def main() -> None:
     )
     timings.update(short_timings)
     for part in parts:
-        results[part].update(reranked[part])
-        results[part].update({k: v for k, v in short[part].items() if k != "dense"})
+        for found in (reranked[part], short[part]):
+            results[part].update({k: v for k, v in found.items() if k != "dense"})
+
+    depth = config.train.candidates
+    shuffled = shuffled_baseline(training, parts, depth)
 
     def ndcg(part: str) -> dict[str, float]:
-        return {name: round(row["ndcg@10"], 4) for name, row in results[part].items()}
+        values = {name: round(found.mean["ndcg@10"], 4) for name, found in results[part].items()}
+        return {**values, f"dense_top{depth}_shuffled": round(shuffled[part]["ndcg@10"], 4)}
 
     stack = f"{STUDENT}_on_summaries+int8"
     if stack not in results["test"]:
@@ -156,13 +201,17 @@ def main() -> None:
         "ndcg10_student_over_teacher": round(test[stack] / test[TEACHER], 4),
         "ndcg10_student_over_teacher_heldout": round(heldout[stack] / heldout[TEACHER], 4),
         "ndcg10_student_full_text_over_teacher": round(test[STUDENT] / test[TEACHER], 4),
+        "heldout_paired_differences": differences(results["heldout"], stack),
         "goal_ratio": 0.95,
         "queries": {part: len(ids) for part, ids in parts.items()},
         "simulated_clicks": True,
     }
     record = {
         "summary": summary,
-        "results": results,
+        "results": {
+            part: {name: found.mean for name, found in rows.items()}
+            for part, rows in results.items()
+        },
         "rerank_items_per_s": {name: round(t.items_per_s, 1) for name, t in timings.items()},
         "rankers": {name: ranker.describe() for name, ranker in saved.items()},
         "settings": {

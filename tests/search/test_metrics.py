@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from winnow.search.exceptions import SearchInputError
-from winnow.search.metrics import evaluate_run, ranx_metric_name, run_from_arrays
+from winnow.search.metrics import (
+    evaluate_run,
+    paired_bootstrap,
+    ranx_metric_name,
+    run_from_arrays,
+)
 
 QRELS = {"q1": {"d1": 3, "d2": 2, "d3": 1, "d5": 0}, "q2": {"d7": 1, "d8": 2}}
 
@@ -61,3 +66,19 @@ def test_metric_names_and_errors():
         evaluate_run(QRELS, {"q9": {"d1": 1.0}})
     with pytest.raises(SearchInputError, match="n_queries"):
         run_from_arrays(["q1"], np.array([["d1"], ["d2"]]))
+
+
+def test_paired_bootstrap_interval():
+    first = {"a": 0.9, "b": 0.5, "c": 0.7, "d": 0.4}
+    second = {"a": 0.8, "b": 0.5, "c": 0.4, "d": 0.4}
+    result = paired_bootstrap(first, second, resamples=4000, seed=1)
+    assert result["difference"] == pytest.approx(0.1)  # (0.1 + 0 + 0.3 + 0) / 4
+    assert 0.0 <= result["low"] <= 0.1 <= result["high"] <= 0.3
+    assert result == paired_bootstrap(first, second, resamples=4000, seed=1)
+    same = paired_bootstrap(first, dict(first))
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    # a constant shift has no spread: every resample has the same mean
+    shifted = paired_bootstrap({k: v + 0.2 for k, v in second.items()}, second)
+    assert shifted["low"] == pytest.approx(0.2) and shifted["high"] == pytest.approx(0.2)
+    with pytest.raises(SearchInputError, match="same non-empty set"):
+        paired_bootstrap(first, {"a": 0.1})

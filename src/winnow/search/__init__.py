@@ -14,19 +14,32 @@ Modules, one concept each (import from them; nothing heavy loads until it is use
 - ``cross_encoder``: relevance and engagement teachers (cross-encoders from MiniLM).
 - ``ranker``: the student: a layer-pruned, shorter-input cross-encoder distilled from several
   teachers with per-teacher masking.
-- ``jobs``, ``cli``, ``demo``: ``winnow search index|eval`` and the demo step.
+- ``summaries``: query-independent extractive summaries (compressed item text, made offline).
+- ``stack``: the serving stack: dynamic int8, prefill-only batch scoring, throughput at a p99
+  latency budget.
+- ``reranking``: saved teachers and students found and loaded; reranking a first stage's top k.
+- ``config``, ``jobs``, ``training``, ``cli``, ``demo``: ``winnow search index|train|eval`` and
+  the demo step.
+- ``server``: ``winnow search serve``, the fastapi app (``/search``, ``/health``).
 """
 
 __all__ = [
     "click_simulator",
     "clicks",
+    "config",
     "cross_encoder",
     "datasets",
     "embed",
+    "jobs",
     "losses",
     "metrics",
     "ranker",
+    "reranking",
     "retrieve",
+    "server",
     "serving",
+    "stack",
+    "summaries",
     "teachers",
+    "training",
 ]

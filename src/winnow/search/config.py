@@ -112,7 +112,6 @@ class StudentConfig(Config):
     loss: Literal["listwise", "mse"] = "listwise"
 
 
-
 class TrainConfig(Config):
     """``winnow search train``: two teachers, then one student per teacher-weight setting."""
 

@@ -30,6 +30,7 @@ __all__ = [
     "GRADED_METRICS",
     "Evaluation",
     "evaluate_run",
+    "paired_bootstrap",
     "ranx_metric_name",
     "run_from_arrays",
 ]
@@ -118,6 +119,39 @@ def evaluate_run(
     per_query = {metric: _scores_by_query(ranx_run, name, scored) for metric, name in names.items()}
     mean = {metric: float(np.mean(list(values.values()))) for metric, values in per_query.items()}
     return Evaluation(per_query=per_query, mean=mean, query_ids=scored, excluded=excluded)
+
+
+def paired_bootstrap(
+    first: Mapping[str, float],
+    second: Mapping[str, float],
+    resamples: int = 10_000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Mean per-query difference ``first - second`` with a percentile bootstrap interval.
+
+    Queries are resampled with replacement, the same draw for both systems (paired), so the
+    interval reflects how much the comparison depends on which queries were judged. Both maps
+    must hold the same query ids. Returns ``{"difference", "low", "high", "queries"}``.
+    """
+    if set(first) != set(second) or not first:
+        raise SearchInputError(
+            "paired_bootstrap needs per-query values of the same non-empty set of queries; got "
+            f"{len(first)} and {len(second)} queries, {len(set(first) ^ set(second))} unshared"
+        )
+    if not 0 < alpha < 1:
+        raise SearchInputError(f"alpha must be in (0, 1); got {alpha!r}")
+    ids = sorted(first)
+    diffs = np.array([first[q] - second[q] for q in ids], dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(ids), size=(resamples, len(ids)))
+    means = diffs[draws].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return {
+        "difference": float(diffs.mean()),
+        "low": float(low),
+        "high": float(high),
+        "queries": len(ids),
+    }
 
 
 def _scores_by_query(ranx_run, name: str, query_ids: list[str]) -> dict[str, float]:

@@ -61,6 +61,7 @@ __all__ = [
     "StudentRanker",
     "distillation_loss",
     "precompute_teacher_scores",
+    "prune_layers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class StudentRanker:
         with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = load_cross_encoder(network.model_location(), self.max_length, self.device)
-            network.model_ = _prune_layers(model, self.num_layers)
+            network.model_ = prune_layers(model, self.num_layers)
             self.network_ = network
             self.history_: list[float] = []
             self._train(lists, targets, total)
@@ -251,7 +252,7 @@ class StudentRanker:
         student = cls(**{**record["params"], **overrides, "model": str(path)})
         network = student._network()
         model = load_cross_encoder(str(path), student.max_length, student.device)
-        network.model_ = _prune_layers(model, student.num_layers)
+        network.model_ = prune_layers(model, student.num_layers)
         network.model_.eval()
         student.network_ = network
         student.teachers_ = list(record["teachers"])
@@ -290,7 +291,7 @@ class StudentRanker:
                     bar.advance(1, loss=self.history_[-1])
 
 
-def _prune_layers(cross_encoder, num_layers: int):
+def prune_layers(cross_encoder, num_layers: int):
     """Keep the first ``num_layers`` transformer layers of a BERT-style cross-encoder."""
     torch = require("torch", "search")
     network = cross_encoder.model

@@ -175,7 +175,8 @@ def train_students(
 def evaluate_rerankers(
     training: TrainingData, rankers: dict, parts: dict[str, list[str]], depth: int
 ) -> tuple[dict, dict[str, RerankTiming]]:
-    """``{part: {system: {metric: mean}}}`` for dense and each reranker, and rerank timings."""
+    """``{part: {system: Evaluation}}`` (means and per-query values) for dense and each
+    reranker over the dense top ``depth``, and each reranker's timing."""
     from winnow.search.metrics import evaluate_run, run_from_arrays
 
     held_out = [qid for ids in parts.values() for qid in ids]
@@ -193,7 +194,7 @@ def evaluate_rerankers(
                 training.data.qrels,
                 run_from_arrays(query_ids, np.stack([rows[q] for q in query_ids])),
                 METRICS,
-            ).mean
+            )
             for name, rows in by_query.items()
         }
     return results, timings
@@ -222,7 +223,7 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
     rows = [
         {
             "system": name,
-            **{f"{part} {m}": results[part][name][m] for part in parts for m in METRICS},
+            **{f"{part} {m}": results[part][name].mean[m] for part in parts for m in METRICS},
             "rerank items/s": round(timings[name].items_per_s, 1) if name in timings else "",
         }
         for name in results["test"]
@@ -233,7 +234,7 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
     curves = run.save_plot(plot_loss_curves(histories), "training_loss")
     simulated = log.simulated
     summary = {
-        "results": results,
+        "results": {part: {k: v.mean for k, v in found.items()} for part, found in results.items()},
         "rerank_items_per_s": {name: t.items_per_s for name, t in timings.items()},
         "ndcg10_student_both_over_relevance_teacher": _ratio(results, "student_both"),
         "queries": {name: len(ids) for name, ids in dataclasses.asdict(training.split).items()},
@@ -282,5 +283,5 @@ def _ratio(results: dict, student: str) -> float | None:
     test = results["test"]
     if student not in test or "relevance_teacher" not in test:
         return None
-    teacher = test["relevance_teacher"]["ndcg@10"]
-    return test[student]["ndcg@10"] / teacher if teacher > 0 else None
+    teacher = test["relevance_teacher"].mean["ndcg@10"]
+    return test[student].mean["ndcg@10"] / teacher if teacher > 0 else None
