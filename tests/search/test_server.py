@@ -232,6 +232,36 @@ def test_a_saved_cross_encoder_loads_from_its_folder(index_dir, tmp_path):
     assert loaded.describe()["reranker"] == "CrossEncoderTeacher"
 
 
+def test_the_serving_stack_loads_int8_and_cached_summaries(index_dir, tmp_path):
+    import shutil
+
+    from winnow.search.cross_encoder import CrossEncoderTeacher, load_cross_encoder
+    from winnow.search.stack import quantize_int8, word_piece_counter
+
+    teacher = CrossEncoderTeacher(max_length=32, quiet=True)
+    teacher.model_ = load_cross_encoder(teacher.model_location(), 32, "cpu")
+    teacher.history_ = []
+    teacher.save(tmp_path / "teacher")
+    folder = shutil.copytree(index_dir, tmp_path / "index")
+    loaded = SearchService.from_index(
+        folder, tmp_path / "teacher", rerank_depth=3, int8=True, summary_tokens=8
+    )
+    summaries = json.loads((folder / "summaries-8.json").read_text())
+    count = word_piece_counter(teacher)
+    assert summaries.keys() == DOCS.keys()
+    assert all(count(text) <= 8 for text in summaries.values())
+    assert loaded.rerank_texts == summaries
+    hits = loaded.search("a young cat", k=3)["hits"]
+    # dynamic int8 scales activations per batch: score the same three docs as one batch
+    expected = quantize_int8(teacher).score("a young cat", [summaries[h["doc_id"]] for h in hits])
+    np.testing.assert_allclose([h["rerank_score"] for h in hits], expected, atol=1e-5)
+    written = (folder / "summaries-8.json").stat().st_mtime_ns
+    SearchService.from_index(folder, tmp_path / "teacher", summary_tokens=8)
+    assert (folder / "summaries-8.json").stat().st_mtime_ns == written  # reused, not remade
+    with pytest.raises(SearchInputError, match="summary_tokens needs a reranker"):
+        SearchService.from_index(folder, summary_tokens=8)
+
+
 def test_a_folder_with_a_student_record_loads_a_student(tmp_path, monkeypatch):
     from winnow.search.ranker import STUDENT_FILE, StudentRanker
 
@@ -287,6 +317,7 @@ def test_exported_names():
         "INDEX_FILES",
         "Reranker",
         "SearchService",
+        "cached_summaries",
         "create_app",
         "serve",
     }

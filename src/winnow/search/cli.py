@@ -82,11 +82,24 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_k: int = typer.Option(100, "--max-k", min=1, help="Largest k a request may ask for."),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads of torch and FAISS."),
+    int8: bool = typer.Option(False, "--int8", help="Dynamic int8 reranker (CPU)."),
+    summary_tokens: int | None = typer.Option(
+        None,
+        "--summary-tokens",
+        min=8,
+        help="Rerank on extractive summaries of at most this many word pieces (made once).",
+    ),
 ) -> None:
     """Serve GET /search?q=...&k=... (retrieve, then rerank) and GET /health; Ctrl-C stops it."""
     from winnow.search.server import SearchService
     from winnow.search.server import serve as run_server
 
     with user_errors():
-        service = SearchService.from_index(index_dir, reranker, rerank_depth=rerank_depth)
+        service = SearchService.from_index(
+            index_dir,
+            reranker,
+            rerank_depth=rerank_depth,
+            int8=int8,
+            summary_tokens=summary_tokens,
+        )
         run_server(service, host=host, port=port, max_k=max_k, num_threads=threads)

@@ -41,7 +41,7 @@ from winnow.search.embed import MINILM_ID, Encoder
 from winnow.search.exceptions import SearchInputError
 from winnow.search.retrieve import DenseRetriever
 
-__all__ = ["INDEX_FILES", "Reranker", "SearchService", "create_app", "serve"]
+__all__ = ["INDEX_FILES", "Reranker", "SearchService", "cached_summaries", "create_app", "serve"]
 
 INDEX_FILES = ("manifest.json", "index.faiss", "doc_ids.json")
 INDEX_COMMAND = "winnow search index --config configs/search/msmarco.yaml"
@@ -113,14 +113,22 @@ class SearchService:
         rerank_texts: Mapping[str, str] | None = None,
         max_text_chars: int | None = 300,
         device: str = "cpu",
+        int8: bool = False,
+        summary_tokens: int | None = None,
     ) -> "SearchService":
         """Load a folder written by ``winnow search index`` and, if given, a saved reranker.
 
         ``manifest.json`` names the collection whose passages are served and the encoder; a
         probe query is embedded here, so an encoder that does not fit the index fails at load
         and the first request does not pay for loading the model.
+
+        The student's serving stack: ``int8`` quantises the reranker's linear layers
+        (:func:`~winnow.search.stack.quantize_int8`); ``summary_tokens`` makes it read each
+        passage's extractive summary of at most that many word pieces, computed once and kept
+        in ``index_dir/summaries-<n>.json`` for later starts.
         """
         from winnow.search.reranking import load_ranker
+        from winnow.search.stack import quantize_int8, word_piece_counter
 
         _check_settings(rerank_depth, max_text_chars)
         folder = Path(index_dir)
@@ -128,6 +136,17 @@ class SearchService:
         retriever = _load_retriever(folder, manifest, device)
         passages = _passages(manifest["dataset"], retriever.doc_ids_.tolist(), folder)
         reranker = None if reranker_dir is None else load_ranker(reranker_dir, device=device).scorer
+        if int8 and reranker is not None:
+            reranker = quantize_int8(reranker)
+        if summary_tokens is not None:
+            if reranker is None or rerank_texts is not None:
+                raise SearchInputError(
+                    "summary_tokens needs a reranker (reranker_dir) and no rerank_texts; the "
+                    "summaries are what the reranker reads"
+                )
+            rerank_texts = cached_summaries(
+                folder, passages, summary_tokens, word_piece_counter(reranker)
+            )
         return cls(
             retriever,
             passages,
@@ -299,6 +318,26 @@ def serve(
         require("torch", "search").set_num_threads(num_threads)
         require("faiss", "search").omp_set_num_threads(num_threads)
     uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level)
+
+
+def cached_summaries(
+    folder: Path, passages: Mapping[str, str], max_tokens: int, count_tokens
+) -> dict[str, str]:
+    """``{doc id: summary}`` from ``folder/summaries-<max_tokens>.json``, made (and written
+    atomically) on the first call; made again when the file's ids differ from ``passages``."""
+    from winnow.common.runs import atomic_write_text
+    from winnow.search.summaries import summarize
+
+    path = folder / f"summaries-{max_tokens}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.keys() == passages.keys():
+            return stored
+    ids = list(passages)
+    texts = summarize([passages[i] for i in ids], max_tokens, count_tokens)
+    made = dict(zip(ids, texts, strict=True))
+    atomic_write_text(path, json.dumps(made))
+    return made
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
