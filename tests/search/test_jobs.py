@@ -120,6 +120,16 @@ def test_train_then_eval_reports_every_reranker(tmp_path):
         "training_loss.png",
     ]
 
+    teacher_weights = tmp_path / "models" / "relevance_teacher" / "model.safetensors"
+    written = teacher_weights.stat().st_mtime_ns
+    reuse = [*tiny, "--set", "train.reuse_teachers=true"]
+    reuse += ["--set", "train.students={both: {relevance: 1.0}}"]
+    result = runner.invoke(app, ["search", "train", "--out", str(tmp_path / "again"), *reuse])
+    assert result.exit_code == 0, result.output
+    (again,) = (tmp_path / "again").iterdir()
+    assert json.loads((again / "metrics.json").read_text())["summary"]["teachers_reused"]
+    assert teacher_weights.stat().st_mtime_ns == written  # loaded, not retrained or rewritten
+
     result = runner.invoke(app, ["search", "eval", "--out", str(out), "--quiet", *tiny])
     assert result.exit_code == 0, result.output
     (evaluation,) = [p for p in out.iterdir() if p.name.startswith("search-eval")]

@@ -132,6 +132,10 @@ class TrainConfig(Config):
         True, description="also distil on queries without judgments (the teachers label them)"
     )
     output_dir: str = Field("models/search", description="where teachers and students are saved")
+    reuse_teachers: bool = Field(
+        False,
+        description="load both teachers from output_dir when saved there, train students only",
+    )
     num_threads: int = Field(1, ge=1, description="torch CPU threads")
 
     @field_validator("students")

@@ -30,7 +30,12 @@ from winnow.common.runs import RunDir, run_section
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
 from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig
-from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, build_candidate_lists
+from winnow.search.cross_encoder import (
+    TEACHER_FILE,
+    CandidateList,
+    CrossEncoderTeacher,
+    build_candidate_lists,
+)
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir, split_queries
 from winnow.search.jobs import FirstStage, first_stage
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
@@ -45,6 +50,8 @@ __all__ = [
     "prepare_training",
     "relevance_judge",
     "run_search_train",
+    "saved_teachers",
+    "train_and_save",
     "train_section",
     "train_students",
     "train_teachers",
@@ -128,6 +135,22 @@ def train_teachers(
     return teachers
 
 
+def saved_teachers(config: SearchConfig) -> dict[str, CrossEncoderTeacher]:
+    """With ``train.reuse_teachers``, both teachers loaded from ``train.output_dir``, so
+    students can be retrained without retraining them; otherwise (or if one is missing) ``{}``."""
+    folder = Path(config.train.output_dir)
+    names = ("relevance", "engagement")
+    if not config.train.reuse_teachers or not all(
+        (folder / f"{name}_teacher" / TEACHER_FILE).is_file() for name in names
+    ):
+        return {}
+    threads = config.train.num_threads
+    return {
+        name: CrossEncoderTeacher.load(folder / f"{name}_teacher", num_threads=threads)
+        for name in names
+    }
+
+
 def unlabelled_lists(training: TrainingData, query_ids: list[str]) -> list[CandidateList]:
     """Candidate lists with no labels: what a student distils on (the teachers score them)."""
     data = training.data
@@ -200,24 +223,36 @@ def evaluate_rerankers(
     return results, timings
 
 
+def train_and_save(config: SearchConfig, training: TrainingData, quiet: bool = False):
+    """Teachers (trained, or reused with ``train.reuse_teachers``), then the students; each
+    saved under ``train.output_dir``. Returns ``({name: ranker}, click log, reused)``."""
+    output = Path(config.train.output_dir)
+    relevance = relevance_judge(config.train.judge, training.data)
+    engagement, log = engagement_judge(config.train.clicks, training, config.seed)
+    teachers = saved_teachers(config)
+    reused = bool(teachers)
+    if not reused:
+        judges = {"relevance": relevance, "engagement": engagement}
+        teachers = train_teachers(config, training, judges, quiet)
+        for name, teacher in teachers.items():
+            teacher.save(output / f"{name}_teacher")
+    lists = distillation_lists(config, training)
+    scores = precompute_teacher_scores(teachers, lists)
+    students = train_students(config, lists, scores, quiet)
+    for name, student in students.items():
+        student.save(output / f"student_{name}")
+    rankers = {f"{name}_teacher": teacher for name, teacher in teachers.items()}
+    rankers.update({f"student_{name}": student for name, student in students.items()})
+    return rankers, log, reused
+
+
 def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> ReportSection:
     """Train, save and evaluate the teachers and students; the report's tables and plots."""
     from winnow.search.plots import plot_loss_curves, plot_system_means
 
     training = prepare_training(config, quiet)
-    relevance = relevance_judge(config.train.judge, training.data)
-    engagement, log = engagement_judge(config.train.clicks, training, config.seed)
-    teachers = train_teachers(
-        config, training, {"relevance": relevance, "engagement": engagement}, quiet
-    )
-    lists = distillation_lists(config, training)
-    scores = precompute_teacher_scores(teachers, lists)
-    students = train_students(config, lists, scores, quiet)
+    rankers, log, reused = train_and_save(config, training, quiet)
     output = Path(config.train.output_dir)
-    rankers = {f"{name}_teacher": teacher for name, teacher in teachers.items()}
-    rankers.update({f"student_{name}": student for name, student in students.items()})
-    for name, ranker in rankers.items():
-        ranker.save(output / name)
     parts = {"dev": training.split.dev, "test": training.split.test}
     results, timings = evaluate_rerankers(training, rankers, parts, config.train.candidates)
     rows = [
@@ -232,7 +267,6 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
     bars = run.save_plot(plot_system_means(rows, ndcg_columns), "rerank_ndcg")
     histories = {name: ranker.history_ for name, ranker in rankers.items()}
     curves = run.save_plot(plot_loss_curves(histories), "training_loss")
-    simulated = log.simulated
     summary = {
         "results": {part: {k: v.mean for k, v in found.items()} for part, found in results.items()},
         "rerank_items_per_s": {name: t.items_per_s for name, t in timings.items()},
@@ -241,23 +275,25 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
         "distilled_unjudged_queries": len(training.data.unjudged_query_ids)
         if config.train.distill_unjudged
         else 0,
-        "clicks": {**log.summary(), "simulated": simulated},
+        "teachers_reused": reused,
+        "clicks": {**log.summary(), "simulated": log.simulated},
         "saved": {name: str(output / name) for name in rankers},
         "loss_history": histories,
     }
     click_note = (
         "**The engagement teacher learns from SIMULATED clicks** (position-based model over the "
         "qrels; no real interaction log ships)."
-        if simulated
+        if log.simulated
         else f"The engagement teacher learns from the click log `{config.train.clicks.log}`."
     )
+    teachers_note = "reused from" if reused else "trained and saved in"
     markdown = (
         f"Queries: {len(training.split.train)} train, {len(training.split.dev)} dev, "
         f"{len(training.split.test)} test (split by query, seed {config.seed}); every system "
         f"reranks the dense top {config.train.candidates}. Relevance labels: "
         f"`{config.train.judge.kind}`. {click_note} Students: "
         f"{config.train.student.num_layers} layers, {config.train.student.max_length} word "
-        f"pieces; teachers: 6 layers, {config.train.teacher.max_length}. Models saved under "
+        f"pieces; teachers: 6 layers, {config.train.teacher.max_length}, {teachers_note} "
         f"`{output}`.\n\n"
         + markdown_table(rows, digits=3)
         + f"\n![nDCG@10](plots/{bars.name})\n\n![loss](plots/{curves.name})\n"
