@@ -1,0 +1,78 @@
+"""The train pipeline's parts without training: judges from the config, real click logs, the
+students' unlabelled lists, and config errors that name the field."""
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from winnow.search.clicks import ClickJudge
+from winnow.search.config import ClicksConfig, JudgeConfig, TrainConfig
+from winnow.search.datasets import Passage, Query, QuerySplit, load_beir
+from winnow.search.teachers import ChatJudge, QrelsJudge
+from winnow.search.training import (
+    TrainingData,
+    engagement_judge,
+    relevance_judge,
+    unlabelled_lists,
+)
+
+
+@pytest.fixture
+def training(beir_folder):
+    data = load_beir(beir_folder)
+    candidates = {"q1": np.array(["d4", "d1", ""]), "q3": np.array(["d2", "d3", "d1"])}
+    return TrainingData(data, QuerySplit(["q1"], [], ["q2"]), stage=None, candidates=candidates)
+
+
+def test_relevance_judges_follow_the_config(training, monkeypatch):
+    assert isinstance(relevance_judge(JudgeConfig(), training.data), QrelsJudge)
+    monkeypatch.setenv("WINNOW_TEST_KEY", "secret")
+    config = JudgeConfig(
+        kind="chat", model="m", base_url="http://h/v1", api_key_env="WINNOW_TEST_KEY"
+    )
+    judge = relevance_judge(config, training.data)
+    assert isinstance(judge, ChatJudge)
+    assert (judge.model, judge.base_url, judge.api_key) == ("m", "http://h/v1", "secret")
+    assert judge.on_bad_reply == "missing"
+    with pytest.raises(ValidationError, match=r"judge\.model is empty"):
+        JudgeConfig(kind="chat")
+
+
+def test_a_real_click_log_feeds_the_engagement_teacher(training, tmp_path):
+    log_file = tmp_path / "clicks.csv"
+    log_file.write_text(
+        "query,doc_id,position,impressions,clicks\n"
+        "where did the cat sit,d1,1,10,5\n"
+        "where did the cat sit,d4,2,10,2\n"
+    )
+    judge, log = engagement_judge(ClicksConfig(log=str(log_file)), training, seed=0)
+    assert not log.simulated and log.source == str(log_file)
+    grades = judge.grade(
+        Query("q1", "where did the cat sit"),
+        [Passage("d1", ""), Passage("d4", ""), Passage("d2", "")],
+    )
+    # IPS with eta=1: clicks / sum of examination r^-1 over impressions
+    np.testing.assert_allclose(grades[:2], [5 / 10, 2 / (10 * 0.5)])
+    assert math.isnan(grades[2]) and isinstance(judge, ClickJudge)
+
+
+def test_simulated_clicks_cover_only_the_train_queries(training):
+    judge, log = engagement_judge(ClicksConfig(sessions=50), training, seed=0)
+    assert log.simulated and set(log.query_ids.tolist()) == {"q1"}
+    assert np.isfinite(judge.grade(Query("q1", ""), [Passage("d1", "")])).all()
+
+
+def test_unlabelled_lists_keep_the_candidate_order_without_labels(training):
+    (q1, q3) = unlabelled_lists(training, ["q1", "q3"])
+    assert q1.doc_ids == ("d4", "d1") and q3.doc_ids == ("d2", "d3", "d1")  # "" slot skipped
+    assert q3.query == "unjudged question" and q3.docs[0] == "dogs chase cats in the park"
+    assert np.isnan(q1.labels).all() and len(q1.labels) == 2
+
+
+def test_student_weights_must_name_known_teachers():
+    with pytest.raises(ValidationError, match=r"students\.odd"):
+        TrainConfig(students={"odd": {"clicks": 1.0}})
+    with pytest.raises(ValidationError, match=r"students\.none"):
+        TrainConfig(students={"none": {"relevance": 0.0}})
