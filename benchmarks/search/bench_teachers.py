@@ -14,7 +14,7 @@ a less noisy mean.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search/bench_teachers.py \
         [--candidates 30] [--max-length 128] [--epochs 4] [--learning-rate 1e-4] \
-        [--sessions 1000] [--teachers relevance,engagement] [--quick]
+        [--sessions 1000] [--teachers relevance,engagement] [--trainable-layers N] [--quick]
 
 Writes benchmarks/results/search_teachers.json (``summary``: nDCG@10 per system on the test
 split, ``heldout`` the same on dev + test) and saves both teachers under
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> dict:
         "epochs": 1 if args.quick else args.epochs,
         "learning_rate": args.learning_rate,
         "temperature": args.temperature,
+        "trainable_layers": args.trainable_layers,
         "seed": args.seed,
         "num_threads": 1,
     }
@@ -211,6 +212,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=1 / 3)
+    parser.add_argument(
+        "--trainable-layers", type=int, default=None, help="top layers trained; default all"
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teachers", default="relevance,engagement")

@@ -113,3 +113,34 @@ def test_validation_before_loading():
         CrossEncoderTeacher().score("q", ["d"])
     with pytest.raises(SearchInputError, match="no labelled candidate"):
         CrossEncoderTeacher().fit([CandidateList("q", "q", ("d",), ("d",), np.array([np.nan]))])
+
+
+def test_trainable_layers_freezes_everything_below_the_top_layers():
+    teacher = make_teacher(epochs=1, trainable_layers=1)
+    before = None
+
+    def snapshot(model):
+        return {name: p.detach().clone() for name, p in model.model.named_parameters()}
+
+    original_optimizer = teacher._optimizer
+
+    def record_then_optimise(total):  # the weights as loaded, before the first step
+        nonlocal before
+        before = snapshot(teacher.model_)
+        return original_optimizer(total)
+
+    teacher._optimizer = record_then_optimise
+    teacher.fit(tiny_lists())
+    after = snapshot(teacher.model_)
+    changed = {name for name in after if not np.array_equal(after[name], before[name])}
+    assert changed, "nothing trained"
+    assert all(
+        name.startswith(("bert.encoder.layer.5.", "bert.pooler.", "classifier."))
+        for name in changed
+    )
+    assert any(name.startswith("classifier.") for name in changed)
+    assert any(name.startswith("bert.encoder.layer.5.") for name in changed)
+    with pytest.raises(SearchInputError, match="trainable_layers must be <= 6"):
+        make_teacher(trainable_layers=7).fit(tiny_lists())
+    with pytest.raises(SearchInputError, match="trainable_layers must be None or an int"):
+        make_teacher(trainable_layers=-1)
