@@ -97,3 +97,15 @@ def test_minilm_embeddings_are_normalised_and_semantic(tmp_path):
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > similarity[0, 2] + 0.2
     np.testing.assert_allclose(encoder.encode(texts[:1], quiet=True), vectors[:1], atol=1e-5)
+
+
+def test_an_encoder_is_rebuilt_from_its_cache_id():
+    for encoder in (Encoder(), Encoder("some/model", max_seq_length=64)):
+        again = Encoder.from_cache_id(encoder.cache_id)
+        assert (again.model, again.max_seq_length, again.cache_id) == (
+            encoder.model,
+            encoder.max_seq_length,
+            encoder.cache_id,
+        )
+    with pytest.raises(SearchInputError, match="is malformed"):
+        Encoder.from_cache_id("some/model@max_seq_length=abc")

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_LENGTH_MARK = "@max_seq_length="
 DEFAULT_CACHE_DIR = Path(".cache") / "winnow" / "search" / "embeddings"
 
 
@@ -91,9 +92,22 @@ class Encoder:
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.model_id = MINILM_ID if model is None else str(model)
-        suffix = "" if max_seq_length is None else f"@max_seq_length={max_seq_length}"
+        suffix = "" if max_seq_length is None else f"{_LENGTH_MARK}{max_seq_length}"
         self.cache_id = self.model_id + suffix
         self._model = None
+
+    @classmethod
+    def from_cache_id(cls, cache_id: str, device: str = "cpu") -> Encoder:
+        """The encoder whose :attr:`cache_id` is ``cache_id`` (as an index manifest records it);
+        :data:`MINILM_ID` means the bundled model."""
+        model, _, length = cache_id.partition(_LENGTH_MARK)
+        if length and not length.isdigit():
+            raise SearchInputError(f"encoder id {cache_id!r} is malformed")
+        return cls(
+            None if model == MINILM_ID else model,
+            device=device,
+            max_seq_length=int(length) if length else None,
+        )
 
     def encode(self, texts: Sequence[str], quiet: bool = False) -> np.ndarray:
         """``[len(texts), d]`` float32, rows of unit norm, in the order of ``texts``."""

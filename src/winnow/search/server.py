@@ -37,7 +37,7 @@ from pydantic import AfterValidator
 
 from winnow.common.extras import require
 from winnow.search.datasets import load_beir
-from winnow.search.embed import MINILM_ID, Encoder
+from winnow.search.embed import Encoder
 from winnow.search.exceptions import SearchInputError
 from winnow.search.retrieve import DenseRetriever
 
@@ -366,7 +366,10 @@ def _load_retriever(folder: Path, manifest: Mapping[str, Any], device: str) -> D
             f"{folder}: index.faiss holds {index.ntotal} vectors, doc_ids.json {len(doc_ids)} "
             f"ids; rebuild the index with `{INDEX_COMMAND}`"
         )
-    encoder = _encoder(manifest["encoder"], device)
+    try:
+        encoder = Encoder.from_cache_id(manifest["encoder"], device)
+    except SearchInputError as error:
+        raise SearchInputError(f"{folder / 'manifest.json'}: {error}") from error
     dim = encoder.encode(["warm-up query"], quiet=True).shape[1]
     if dim != index.d:
         raise SearchInputError(
@@ -387,18 +390,6 @@ def _passages(dataset: str, doc_ids: list[str], folder: Path) -> dict[str, str]:
             f"changed since, so rebuild the index with `{INDEX_COMMAND}`"
         )
     return {p.id: p.text for p in data.passages_of(doc_ids)}
-
-
-def _encoder(cache_id: str, device: str) -> Encoder:
-    """The :class:`Encoder` whose ``cache_id`` is ``cache_id`` (MiniLM's is the bundled one)."""
-    model, _, length = cache_id.partition("@max_seq_length=")
-    if length and not length.isdigit():
-        raise SearchInputError(f"encoder id {cache_id!r} in manifest.json is malformed")
-    return Encoder(
-        None if model == MINILM_ID else model,
-        device=device,
-        max_seq_length=int(length) if length else None,
-    )
 
 
 def _not_blank(value: str) -> str:
