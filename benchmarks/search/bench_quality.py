@@ -133,6 +133,78 @@ def differences(heldout: dict, stack: str) -> dict:
     }
 
 
+def saved_rankers(config: SearchConfig, models: Path, quiet: bool) -> dict:
+    """The rankers saved in ``models``, after training them there if the two compared lack."""
+    saved = load_rankers(models, num_threads=1)
+    if TEACHER not in saved or STUDENT not in saved:
+        print(f"{models} lacks {TEACHER} or {STUDENT}: training them (winnow search train)")
+        config.train.output_dir = str(models)
+        run_search_train(config, quiet=quiet)
+        saved = load_rankers(models, num_threads=1)
+    return saved
+
+
+def reranker_quality(config, training, saved: dict, parts: dict, args) -> tuple:
+    """``({part: {system: Evaluation}}, timings, seconds)`` of every saved ranker on full text
+    and of the student's serving variants (int8, summaries, distilled on summaries)."""
+    depth = config.train.candidates
+    rankers = {name: ranker.scorer for name, ranker in saved.items()}
+    student = rankers[STUDENT]
+    rankers[f"{STUDENT}+int8"] = quantize_int8(student)
+    full, timings = evaluate_rerankers(training, rankers, parts, depth)
+    on_summaries = summarised(training, args.summary_tokens, word_piece_counter(student))
+    served_short = {
+        f"{STUDENT}+summaries": student,
+        f"{STUDENT}+summaries+int8": rankers[f"{STUDENT}+int8"],
+    }
+    seconds = {"distill_on_summaries": 0.0}
+    if not args.no_summary_student:
+        start = time.perf_counter()
+        teachers = {"relevance": rankers[TEACHER], "engagement": rankers["engagement_teacher"]}
+        trained = summary_student(config, training, on_summaries, teachers, args.quiet)
+        seconds["distill_on_summaries"] = round(time.perf_counter() - start, 1)
+        served_short[f"{STUDENT}_on_summaries+int8"] = quantize_int8(trained)
+    short, short_timings = evaluate_rerankers(on_summaries, served_short, parts, depth)
+    results = {
+        part: {
+            k: v for found in (full[part], short[part]) for k, v in found.items() if k != "dense"
+        }
+        for part in parts
+    }
+    return results, {**timings, **short_timings}, seconds
+
+
+def quality_summary(config, training, results: dict, parts: dict) -> dict:
+    """nDCG@10 per system and part (with the shuffled baseline), the student/teacher ratios and
+    the paired bootstrap differences."""
+    depth = config.train.candidates
+    shuffled = shuffled_baseline(training, parts, depth)
+
+    def ndcg(part: str) -> dict[str, float]:
+        values = {name: round(found.mean["ndcg@10"], 4) for name, found in results[part].items()}
+        return {**values, f"dense_top{depth}_shuffled": round(shuffled[part]["ndcg@10"], 4)}
+
+    stack = f"{STUDENT}_on_summaries+int8"
+    if stack not in results["test"]:
+        stack = f"{STUDENT}+summaries+int8"
+    test, heldout, train = ndcg("test"), ndcg("heldout"), ndcg("train")
+    return {
+        "ndcg10": test,
+        "ndcg10_heldout": heldout,
+        "ndcg10_train_queries": train,
+        "teacher": TEACHER,
+        "student": STUDENT,
+        "student_stack": stack,
+        "ndcg10_student_over_teacher": round(test[stack] / test[TEACHER], 4),
+        "ndcg10_student_over_teacher_heldout": round(heldout[stack] / heldout[TEACHER], 4),
+        "ndcg10_student_full_text_over_teacher": round(test[STUDENT] / test[TEACHER], 4),
+        "heldout_paired_differences": differences(results["heldout"], stack),
+        "goal_ratio": 0.95,
+        "queries": {part: len(ids) for part, ids in parts.items()},
+        "simulated_clicks": config.train.clicks.log is None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
@@ -149,67 +221,15 @@ def main() -> None:
     began = time.perf_counter()
     config = load_config(SearchConfig, args.config)
     models = args.models or Path(config.train.output_dir)
-    saved = load_rankers(models, num_threads=1)
-    if TEACHER not in saved or STUDENT not in saved:
-        print(f"{models} lacks {TEACHER} or {STUDENT}: training them (winnow search train)")
-        config.train.output_dir = str(models)
-        run_search_train(config, quiet=args.quiet)
-        saved = load_rankers(models, num_threads=1)
+    saved = saved_rankers(config, models, args.quiet)
     training = prepare_training(config, args.quiet)
     split = training.split
     parts = {"test": split.test, "heldout": split.dev + split.test, "train": split.train}
     results = first_stage_quality(training, parts)
-
-    rankers = {name: ranker.scorer for name, ranker in saved.items()}
-    student = rankers[STUDENT]
-    rankers[f"{STUDENT}+int8"] = quantize_int8(student)
-    reranked, timings = evaluate_rerankers(training, rankers, parts, config.train.candidates)
-    on_summaries = summarised(training, args.summary_tokens, word_piece_counter(student))
-    served_short = {
-        f"{STUDENT}+summaries": student,
-        f"{STUDENT}+summaries+int8": rankers[f"{STUDENT}+int8"],
-    }
-    seconds = {"distill_on_summaries": 0.0}
-    if not args.no_summary_student:
-        start = time.perf_counter()
-        teachers = {"relevance": rankers[TEACHER], "engagement": rankers["engagement_teacher"]}
-        trained = summary_student(config, training, on_summaries, teachers, args.quiet)
-        seconds["distill_on_summaries"] = round(time.perf_counter() - start, 1)
-        served_short[f"{STUDENT}_on_summaries+int8"] = quantize_int8(trained)
-    short, short_timings = evaluate_rerankers(
-        on_summaries, served_short, parts, config.train.candidates
-    )
-    timings.update(short_timings)
+    reranked, timings, seconds = reranker_quality(config, training, saved, parts, args)
     for part in parts:
-        for found in (reranked[part], short[part]):
-            results[part].update({k: v for k, v in found.items() if k != "dense"})
-
-    depth = config.train.candidates
-    shuffled = shuffled_baseline(training, parts, depth)
-
-    def ndcg(part: str) -> dict[str, float]:
-        values = {name: round(found.mean["ndcg@10"], 4) for name, found in results[part].items()}
-        return {**values, f"dense_top{depth}_shuffled": round(shuffled[part]["ndcg@10"], 4)}
-
-    stack = f"{STUDENT}_on_summaries+int8"
-    if stack not in results["test"]:
-        stack = f"{STUDENT}+summaries+int8"
-    test, heldout, train = ndcg("test"), ndcg("heldout"), ndcg("train")
-    summary = {
-        "ndcg10": test,
-        "ndcg10_heldout": heldout,
-        "ndcg10_train_queries": train,
-        "teacher": TEACHER,
-        "student": STUDENT,
-        "student_stack": stack,
-        "ndcg10_student_over_teacher": round(test[stack] / test[TEACHER], 4),
-        "ndcg10_student_over_teacher_heldout": round(heldout[stack] / heldout[TEACHER], 4),
-        "ndcg10_student_full_text_over_teacher": round(test[STUDENT] / test[TEACHER], 4),
-        "heldout_paired_differences": differences(results["heldout"], stack),
-        "goal_ratio": 0.95,
-        "queries": {part: len(ids) for part, ids in parts.items()},
-        "simulated_clicks": True,
-    }
+        results[part].update(reranked[part])
+    summary = quality_summary(config, training, results, parts)
     record = {
         "summary": summary,
         "results": {
