@@ -7,6 +7,7 @@ import pytest
 
 from winnow.search.exceptions import SearchInputError
 from winnow.search.metrics import (
+    cross_validated,
     evaluate_run,
     paired_bootstrap,
     ranx_metric_name,
@@ -82,3 +83,39 @@ def test_paired_bootstrap_interval():
     assert shifted["low"] == pytest.approx(0.2) and shifted["high"] == pytest.approx(0.2)
     with pytest.raises(SearchInputError, match="same non-empty set"):
         paired_bootstrap(first, {"a": 0.1})
+
+
+def test_cross_validated_pools_each_query_once_and_compares_with_the_baseline():
+    qrels = {"q1": {"d1": 3, "d2": 1}, "q2": {"d3": 2}, "q3": {"d4": 1, "d5": 3}}
+    runs = {
+        "dense": {"q1": ["d2", "d1"], "q2": ["d9", "d3"], "q3": ["d5", "d4"]},
+        "ranker": {"q1": ["d1", "d2"], "q2": ["d3"], "q3": ["d5", "d4"]},
+    }
+    result = cross_validated(qrels, runs, [["q1", "q2"], ["q3"]], ("ndcg@2", "ndcg_burges@2"))
+    # dense q1: gains (1, 3); ideal (3, 1): (1 + 3/log2 3) / (3 + 1/log2 3)
+    dense_q1 = (1 + 3 / math.log2(3)) / (3 + 1 / math.log2(3))
+    # q1 with 2^g - 1 gains (1, 7) against the ideal (7, 1)
+    burges_q1 = (1 + 7 / math.log2(3)) / (7 + 1 / math.log2(3))
+    dense_q2 = (2 / math.log2(3)) / 2
+    assert result.per_query["dense"]["ndcg@2"] == pytest.approx(
+        {"q1": dense_q1, "q2": dense_q2, "q3": 1.0}
+    )
+    assert result.per_query["dense"]["ndcg_burges@2"]["q1"] == pytest.approx(burges_q1)
+    assert result.pooled["ranker"]["ndcg@2"] == pytest.approx(1.0)
+    assert result.pooled["dense"]["ndcg@2"] == pytest.approx((dense_q1 + dense_q2 + 1) / 3)
+    assert result.per_fold["dense"]["ndcg@2"] == pytest.approx([(dense_q1 + dense_q2) / 2, 1.0])
+    gap = result.versus["ranker"]["ndcg@2"]
+    assert gap["difference"] == pytest.approx(1 - result.pooled["dense"]["ndcg@2"])
+    assert gap["low"] <= gap["difference"] <= gap["high"] and gap["queries"] == 3
+    assert "dense" not in result.versus and result.query_ids == ["q1", "q2", "q3"]
+
+
+def test_cross_validated_refuses_missing_or_overlapping_queries():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    runs = {"dense": {"q1": ["d1"], "q2": ["d2"]}, "ranker": {"q1": ["d1"]}}
+    with pytest.raises(SearchInputError, match="'ranker' has no ranking for 1"):
+        cross_validated(qrels, runs, [["q1"], ["q2"]], ("ndcg@2",))
+    with pytest.raises(SearchInputError, match="overlap"):
+        cross_validated(qrels, {"dense": runs["dense"]}, [["q1"], ["q1", "q2"]], ("ndcg@2",))
+    with pytest.raises(SearchInputError, match="baseline 'bm25'"):
+        cross_validated(qrels, runs, [["q1"], ["q2"]], ("ndcg@2",), baseline="bm25")

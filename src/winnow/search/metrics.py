@@ -28,7 +28,9 @@ from winnow.search.exceptions import SearchInputError
 
 __all__ = [
     "GRADED_METRICS",
+    "CrossValidated",
     "Evaluation",
+    "cross_validated",
     "evaluate_run",
     "paired_bootstrap",
     "ranx_metric_name",
@@ -162,3 +164,81 @@ def _scores_by_query(ranx_run, name: str, query_ids: list[str]) -> dict[str, flo
 def _non_empty(scores: Mapping[str, float]) -> dict[str, float]:
     # ranx cannot type an empty ranking; a placeholder that is never judged scores as a miss.
     return {str(doc): float(score) for doc, score in scores.items()} or {"\0unretrieved": 0.0}
+
+
+@dataclass(frozen=True)
+class CrossValidated:
+    """Cross-validated scores of several systems over the same judged queries.
+
+    ``pooled[system][metric]`` is the mean over every test query of every fold (each query is
+    scored once); ``per_fold[system][metric]`` the fold means in fold order;
+    ``per_query[system][metric][qid]`` the values behind both; ``versus[system][metric]`` the
+    :func:`paired_bootstrap` of ``system - baseline`` over queries.
+    """
+
+    pooled: dict[str, dict[str, float]]
+    per_fold: dict[str, dict[str, list[float]]]
+    per_query: dict[str, dict[str, dict[str, float]]]
+    versus: dict[str, dict[str, dict[str, float]]]
+    baseline: str
+    query_ids: list[str]
+
+
+def cross_validated(
+    qrels: Mapping[str, Mapping[str, int]],
+    runs: Mapping[str, Mapping[str, Sequence[str]]],
+    fold_tests: Sequence[Sequence[str]],
+    metrics: Sequence[str] = ("ndcg@10", "mrr@10", "recall@100"),
+    baseline: str = "dense",
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> CrossValidated:
+    """Pool the held-out rankings of each system across folds and compare it with ``baseline``.
+
+    Args:
+        qrels: ``{qid: {docid: grade}}``.
+        runs: ``{system: {qid: ranked doc ids, best first}}``; each system must rank every
+            query of ``fold_tests``, each by the models of the fold that held it out.
+        fold_tests: the test query ids of each fold, disjoint.
+        metrics: ranx names (``"ndcg_burges@10"`` uses ``2^g - 1`` gains).
+    """
+    tests = [list(fold) for fold in fold_tests]
+    query_ids = [qid for fold in tests for qid in fold]
+    if len(set(query_ids)) != len(query_ids):
+        raise SearchInputError("fold_tests overlap: a query is in two test folds")
+    if baseline not in runs:
+        raise SearchInputError(f"baseline {baseline!r} is not among the systems {sorted(runs)}")
+    per_query = {}
+    for system, ranked in runs.items():
+        missing = [qid for qid in query_ids if qid not in ranked]
+        if missing:
+            raise SearchInputError(
+                f"system {system!r} has no ranking for {len(missing)} held-out queries, e.g. "
+                f"{missing[:3]}; every system must rank every test query of every fold"
+            )
+        ids = [list(ranked[qid]) for qid in query_ids]
+        width = max(1, max(len(row) for row in ids))
+        padded = np.array([row + [""] * (width - len(row)) for row in ids], dtype=object)
+        found = evaluate_run(qrels, run_from_arrays(query_ids, padded), metrics)
+        if found.excluded:
+            raise SearchInputError(f"held-out queries without judgments: {found.excluded[:3]}")
+        per_query[system] = found.per_query
+    pooled = {
+        system: {m: float(np.mean(list(values[m].values()))) for m in metrics}
+        for system, values in per_query.items()
+    }
+    per_fold = {
+        system: {
+            m: [float(np.mean([values[m][q] for q in fold])) for fold in tests] for m in metrics
+        }
+        for system, values in per_query.items()
+    }
+    versus = {
+        system: {
+            m: paired_bootstrap(values[m], per_query[baseline][m], resamples, seed=seed)
+            for m in metrics
+        }
+        for system, values in per_query.items()
+        if system != baseline
+    }
+    return CrossValidated(pooled, per_fold, per_query, versus, baseline, query_ids)
