@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_loss_curves", "plot_per_query", "plot_system_means"]
+__all__ = [
+    "plot_fold_values",
+    "plot_interval_forest",
+    "plot_loss_curves",
+    "plot_per_query",
+    "plot_system_means",
+]
 
 
 def plot_system_means(rows: list[dict], metrics: list[str]) -> Figure:
@@ -51,4 +57,35 @@ def plot_loss_curves(histories: dict[str, list[float]], window: int = 10) -> Fig
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"loss ({window}-step mean)")
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_interval_forest(versus: dict, metric: str, baseline: str) -> Figure:
+    """Each system's mean difference from ``baseline`` with its interval, one row per system
+    (``versus[system][metric]`` = ``{"difference", "low", "high"}``)."""
+    names = list(versus)
+    fig = Figure(figsize=(7.0, 0.4 * len(names) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    for row, name in enumerate(names):
+        gap = versus[name][metric]
+        ax.plot([gap["low"], gap["high"]], [row, row], color="tab:blue", linewidth=2)
+        ax.plot(gap["difference"], row, "o", color="tab:blue")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} minus {baseline} (95% paired bootstrap interval)")
+    return fig
+
+
+def plot_fold_values(per_fold: dict, metric: str) -> Figure:
+    """``per_fold[system][metric]`` as one line per system across folds."""
+    fig = Figure(figsize=(7.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for name, values in per_fold.items():
+        folds = np.arange(len(values[metric]))
+        ax.plot(folds, values[metric], marker="o", linewidth=1, label=name)
+    ax.set_xticks(np.arange(len(next(iter(per_fold.values()))[metric])))
+    ax.set_xlabel("fold (its held-out queries)")
+    ax.set_ylabel(f"{metric}, mean over the fold")
+    ax.legend(fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
