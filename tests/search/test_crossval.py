@@ -1,6 +1,8 @@
 """Cross-validation wiring: a reranker that memorises its training labels must not know the
 held-out queries' labels, settings are chosen on the inner split only, and first stages pool."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -26,11 +28,9 @@ def synthetic_training() -> TrainingData:
             ids = np.tile(dense_order[:k], (len(texts), 1))
             return ids, np.zeros(ids.shape)
 
-    class Stage:
-        retrievers = {"dense": FixedRetriever()}
-
+    stage = SimpleNamespace(retrievers={"dense": FixedRetriever()})
     candidates = {q: dense_order.copy() for q in queries}
-    return TrainingData(data, QuerySplit([], [], []), Stage(), candidates)
+    return TrainingData(data, QuerySplit([], [], []), stage, candidates)
 
 
 class MemorisingRanker:
