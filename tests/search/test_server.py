@@ -1,8 +1,8 @@
 """The search API: a real MiniLM index of five passages, served through FastAPI's TestClient.
 
-The index is built once per module with ``build_index``; rerankers are small deterministic
-scorers, plus one real cross-encoder saved and loaded from a folder. No server is started:
-``serve`` is checked with ``uvicorn.run`` replaced.
+The index is built once per module; rerankers are small deterministic scorers, plus one real
+cross-encoder saved and loaded from a folder. No server is started: ``serve`` is checked with
+``uvicorn.run`` replaced.
 """
 
 import json
@@ -12,35 +12,24 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tests.search.server_helpers import (
+    DOCS,
+    WordOverlap,
+    build_tiny_index,
+    client_of,
+    save_untrained_teacher,
+    with_reranker,
+)
 from winnow.cli import app as cli_app
-from winnow.search import server
-from winnow.search.config import SearchConfig
+from winnow.search import server, server_loading, server_queue, server_requests, server_service
 from winnow.search.embed import MINILM_ID
 from winnow.search.exceptions import SearchInputError
-from winnow.search.jobs import build_index
 from winnow.search.reranking import load_ranker
-from winnow.search.server import SearchService, create_app
+from winnow.search.server import create_app
+from winnow.search.server_requests import ServerLimits
+from winnow.search.server_service import SearchService
 
-DOCS = {
-    "d1": "Cats the cat sat on the mat",
-    "d2": "dogs chase cats in the park",
-    "d3": "stock markets fell sharply today",
-    "d4": "a kitten is a young cat",
-    "d5": "the volcano erupted and lava reached the sea",
-}
 MAX_K, MAX_QUERY_CHARS = 20, 64
-
-
-class WordOverlap:
-    """Scores a doc by how many distinct query words it contains; records what it read."""
-
-    def __init__(self):
-        self.seen: list[list[str]] = []
-
-    def score(self, query, docs):
-        self.seen.append(list(docs))
-        words = set(query.lower().split())
-        return np.array([len(words & set(doc.lower().split())) for doc in docs], dtype=float)
 
 
 class Broken:
@@ -50,20 +39,7 @@ class Broken:
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search-server")
-    (root / "beir" / "qrels").mkdir(parents=True)
-    corpus = "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in DOCS.items())
-    (root / "beir" / "corpus.jsonl").write_text(corpus)
-    (root / "beir" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "cat"}) + "\n")
-    (root / "beir" / "qrels" / "test.tsv").write_text("q1\td1\t3\n")
-    config = SearchConfig.model_validate(
-        {
-            "data": {"name": str(root / "beir")},
-            "encoder": {"cache_dir": str(root / "cache")},
-            "index_dir": str(root / "index"),
-        }
-    )
-    return build_index(config, quiet=True)
+    return build_tiny_index(tmp_path_factory.mktemp("search-server"))
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +47,13 @@ def service(index_dir):
     return SearchService.from_index(index_dir)
 
 
-def client_of(service) -> TestClient:
-    app = create_app(service, max_query_chars=MAX_QUERY_CHARS, max_k=MAX_K)
-    return TestClient(app, raise_server_exceptions=False)
+def limited_client(service) -> TestClient:
+    return client_of(service, max_query_chars=MAX_QUERY_CHARS, max_k=MAX_K)
 
 
 @pytest.fixture(scope="module")
 def client(service):
-    return client_of(service)
-
-
-def with_reranker(service, reranker, **kwargs) -> SearchService:
-    return SearchService(service.retriever, service.passages, reranker, **kwargs)
+    return limited_client(service)
 
 
 # -- the API ----------------------------------------------------------------------------------
@@ -164,7 +135,7 @@ def test_unknown_routes_and_methods_are_4xx(client):
 
 
 def test_an_internal_failure_is_a_short_json_500(service):
-    reply = client_of(with_reranker(service, Broken())).get("/search", params={"q": "cat"})
+    reply = limited_client(with_reranker(service, Broken())).get("/search", params={"q": "cat"})
     assert reply.status_code == 500
     assert reply.json() == {
         "detail": "internal error while answering; the server log has the cause"
@@ -209,17 +180,16 @@ def test_the_reranker_reads_rerank_texts_and_clients_get_passages(service):
 
 
 def test_health_names_the_reranker(service):
-    body = client_of(with_reranker(service, WordOverlap(), rerank_depth=7)).get("/health").json()
+    body = (
+        limited_client(with_reranker(service, WordOverlap(), rerank_depth=7)).get("/health").json()
+    )
     assert body["reranker"] == "WordOverlap" and body["rerank_depth"] == 7
 
 
 def test_a_saved_cross_encoder_loads_from_its_folder(index_dir, tmp_path):
-    from winnow.search.cross_encoder import CrossEncoderTeacher, load_cross_encoder
+    from winnow.search.cross_encoder import CrossEncoderTeacher
 
-    teacher = CrossEncoderTeacher(max_length=32, quiet=True)
-    teacher.model_ = load_cross_encoder(teacher.model_location(), 32, "cpu")
-    teacher.history_ = []
-    teacher.save(tmp_path / "teacher")
+    teacher = CrossEncoderTeacher.load(save_untrained_teacher(tmp_path / "teacher"), quiet=True)
     loaded = SearchService.from_index(index_dir, tmp_path / "teacher", rerank_depth=3)
     hits = loaded.search("a young cat", k=3)["hits"]
     scores = [hit["rerank_score"] for hit in hits]
@@ -235,13 +205,10 @@ def test_a_saved_cross_encoder_loads_from_its_folder(index_dir, tmp_path):
 def test_the_serving_stack_loads_int8_and_cached_summaries(index_dir, tmp_path):
     import shutil
 
-    from winnow.search.cross_encoder import CrossEncoderTeacher, load_cross_encoder
+    from winnow.search.cross_encoder import CrossEncoderTeacher
     from winnow.search.stack import quantize_int8, word_piece_counter
 
-    teacher = CrossEncoderTeacher(max_length=32, quiet=True)
-    teacher.model_ = load_cross_encoder(teacher.model_location(), 32, "cpu")
-    teacher.history_ = []
-    teacher.save(tmp_path / "teacher")
+    teacher = CrossEncoderTeacher.load(save_untrained_teacher(tmp_path / "teacher"), quiet=True)
     folder = shutil.copytree(index_dir, tmp_path / "index")
     loaded = SearchService.from_index(
         folder, tmp_path / "teacher", rerank_depth=3, int8=True, summary_tokens=8
@@ -266,6 +233,7 @@ def test_a_folder_with_a_student_record_loads_a_student(tmp_path, monkeypatch):
     from winnow.search.ranker import STUDENT_FILE, StudentRanker
 
     (tmp_path / STUDENT_FILE).write_text("{}")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     calls = []
     monkeypatch.setattr(StudentRanker, "load", lambda path, **kw: calls.append(kw) or "student")
     loaded = load_ranker(tmp_path)
@@ -291,7 +259,11 @@ def test_long_texts_are_cut(service):
         (lambda s: SearchService(s.retriever, s.passages, rerank_depth=0), "rerank_depth"),
         (lambda s: SearchService(s.retriever, {}), "passages lack"),
         (lambda s: SearchService(s.retriever, s.passages, reranker=object()), ".score"),
-        (lambda s: create_app(s, max_k=0), "max_k must be an int >= 1"),
+        (lambda s: create_app(s, ServerLimits(max_k=0)), "max_k must be an int >= 1"),
+        (lambda s: ServerLimits(request_timeout_s=0), "request_timeout_s must be"),
+        (lambda s: create_app(s, api_key=""), "api_key must be a non-empty string"),
+        (lambda s: s.rerank("cat", []), "documents must be a non-empty list"),
+        (lambda s: s.rerank("cat", ["a"], top_n=0), "top_n must be an int >= 1"),
     ],
 )
 def test_bad_settings_fail_with_a_message(service, call, words):
@@ -312,15 +284,39 @@ def test_a_missing_reranker_folder_is_named(index_dir, tmp_path):
         SearchService.from_index(index_dir, tmp_path / "absent")
 
 
-def test_exported_names():
-    assert set(server.__all__) == {
-        "INDEX_FILES",
-        "Reranker",
-        "SearchService",
-        "cached_summaries",
-        "create_app",
-        "serve",
-    }
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (server, {"create_app", "is_loopback", "serve"}),
+        (server_service, {"Reranker", "SearchService", "cosine_relevance", "logit_relevance"}),
+        (
+            server_requests,
+            {
+                "RerankDocument",
+                "RerankRequest",
+                "ServerLimits",
+                "rerank_limit_errors",
+                "rerank_response",
+            },
+        ),
+        (server_queue, {"RequestQueue"}),
+        (
+            server_loading,
+            {
+                "INDEX_COMMAND",
+                "INDEX_FILES",
+                "MANIFEST_KEYS",
+                "cached_summaries",
+                "load_passages",
+                "load_retriever",
+                "read_manifest",
+            },
+        ),
+    ],
+)
+def test_exported_names(module, names):
+    assert set(module.__all__) == names
+    assert all(hasattr(module, name) for name in names)
 
 
 # -- the command ------------------------------------------------------------------------------

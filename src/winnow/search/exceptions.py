@@ -7,7 +7,10 @@ __all__ = [
     "DatasetFormatError",
     "JudgeEndpointError",
     "JudgeReplyError",
+    "SavedArtifactError",
     "SearchInputError",
+    "ServerBusyError",
+    "ServerTimeoutError",
 ]
 
 
@@ -34,3 +37,20 @@ class JudgeReplyError(WinnowError, ValueError):
 
 class JudgeEndpointError(WinnowError, RuntimeError):
     """A chat endpoint kept failing (429, 5xx, timeouts) or refused the request (other 4xx)."""
+
+
+class SavedArtifactError(SearchInputError):
+    """A saved index, manifest or model folder is missing, corrupt or mismatched; the message
+    names the file and the fix (rebuild the index, pass another folder)."""
+
+
+class ServerBusyError(WinnowError, RuntimeError):
+    """The search server's request queue is full; ``retry_after_s`` estimates when it frees."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class ServerTimeoutError(WinnowError, TimeoutError):
+    """A request waited for and ran in the search server longer than its timeout."""

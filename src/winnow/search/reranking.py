@@ -9,18 +9,23 @@ cut-offs is that of the first stage.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from winnow.common.extras import require
 from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher, rerank
 from winnow.search.datasets import BeirDataset
-from winnow.search.exceptions import SearchInputError
+from winnow.search.exceptions import SavedArtifactError
 from winnow.search.ranker import STUDENT_FILE, StudentRanker
 
 __all__ = ["RerankTiming", "SavedRanker", "load_ranker", "load_rankers", "rerank_depth"]
+
+MODEL_CONFIG = "config.json"
+TRAIN_AGAIN = "train it again (`winnow search train`) or pass another folder"
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,28 @@ def load_ranker(
     path: str | Path, num_threads: int | None = None, device: str = "cpu"
 ) -> SavedRanker:
     """The student saved in ``path`` (it holds ``winnow_student.json``), or else the teacher or
-    any other cross-encoder folder there. ``num_threads=None`` keeps the process's setting."""
+    any other cross-encoder folder there. ``num_threads=None`` keeps the process's setting.
+
+    A folder that is not one model (missing, the parent of several models, no
+    ``config.json``) or whose files do not load (corrupt JSON, truncated weights) raises a
+    :class:`~winnow.search.exceptions.SavedArtifactError` naming the folder or file and the fix.
+    """
     path = Path(path)
-    if not path.is_dir():
-        raise SearchInputError(
-            f"reranker folder {path} not found; pass one that `winnow search train` wrote "
-            "under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
-        )
+    _check_model_folder(path)
     settings = {"num_threads": num_threads, "device": device, "quiet": True}
-    if (path / STUDENT_FILE).is_file():
-        return SavedRanker(path.name, path, "student", StudentRanker.load(path, **settings))
-    return SavedRanker(path.name, path, "teacher", CrossEncoderTeacher.load(path, **settings))
+    student = (path / STUDENT_FILE).is_file()
+    kind, load = (
+        ("student", StudentRanker.load) if student else ("teacher", CrossEncoderTeacher.load)
+    )
+    try:
+        scorer = load(path, **settings)
+    except _load_failures() as error:
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise SavedArtifactError(
+            f"the {kind} in {path} does not load ({type(error).__name__}: {reason}); the folder "
+            f"is damaged or incomplete: {TRAIN_AGAIN}"
+        ) from error
+    return SavedRanker(path.name, path, kind, scorer)
 
 
 def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str, SavedRanker]:
@@ -87,6 +103,57 @@ def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str
         if (child / STUDENT_FILE).is_file() or (child / TEACHER_FILE).is_file()
     )
     return {child.name: load_ranker(child, num_threads) for child in found}
+
+
+def _check_model_folder(path: Path) -> None:
+    """Raise unless ``path`` is one model's folder whose JSON files parse."""
+    if not path.is_dir():
+        raise SavedArtifactError(
+            f"reranker folder {path} not found; pass one that `winnow search train` wrote "
+            "under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
+        )
+    if not (path / MODEL_CONFIG).is_file():
+        models = sorted(child.name for child in path.iterdir() if _holds_model(child))
+        if len(models) > 1:
+            raise SavedArtifactError(
+                f"{path} holds several models: {', '.join(models)}; pass one of them, e.g. "
+                f"{path / models[0]}"
+            )
+        if models:
+            raise SavedArtifactError(
+                f"{path} holds one model, {models[0]}; pass {path / models[0]}"
+            )
+        raise SavedArtifactError(
+            f"{path} is not a model folder (no {MODEL_CONFIG}); pass one that `winnow search "
+            "train` wrote under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
+        )
+    for name in (MODEL_CONFIG, STUDENT_FILE, TEACHER_FILE):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SavedArtifactError(
+                f"{file} is not valid JSON ({error}); the folder is damaged: {TRAIN_AGAIN}"
+            ) from error
+        if not isinstance(record, dict):
+            raise SavedArtifactError(
+                f"{file} holds a JSON {type(record).__name__}, not an object; the folder is "
+                f"damaged: {TRAIN_AGAIN}"
+            )
+
+
+def _load_failures() -> tuple[type[Exception], ...]:
+    """What a damaged model folder raises while loading: file, JSON, config, weight errors."""
+    safetensors = require("safetensors", "search")
+    return (OSError, ValueError, KeyError, TypeError, RuntimeError, safetensors.SafetensorError)
+
+
+def _holds_model(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        (folder / name).is_file() for name in (MODEL_CONFIG, STUDENT_FILE, TEACHER_FILE)
+    )
 
 
 def rerank_depth(
