@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from winnow.search.cross_encoder import (
     CandidateList,
@@ -109,6 +110,8 @@ def test_validation_before_loading():
         CrossEncoderTeacher(loss="hinge")
     with pytest.raises(SearchInputError, match="max_length must be an int"):
         CrossEncoderTeacher(max_length=0)
+    with pytest.raises(SearchInputError, match="head must be one of"):
+        CrossEncoderTeacher(head="linear")
     with pytest.raises(SearchInputError, match="not fitted"):
         CrossEncoderTeacher().score("q", ["d"])
     with pytest.raises(SearchInputError, match="no labelled candidate"):
@@ -144,3 +147,82 @@ def test_trainable_layers_freezes_everything_below_the_top_layers():
         make_teacher(trainable_layers=7).fit(tiny_lists())
     with pytest.raises(SearchInputError, match="trainable_layers must be None or an int"):
         make_teacher(trainable_layers=-1)
+
+
+# -- the zero-shot head -----------------------------------------------------------------------
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def zero_shot():
+    return CrossEncoderTeacher.from_pretrained(head="zero_shot", max_length=64)
+
+
+@pytest.fixture(scope="module")
+def tuned_zero_shot(zero_shot):
+    teacher = make_teacher(head="zero_shot", trainable_layers=1, learning_rate=3e-4)
+    return teacher.fit(tiny_lists())
+
+
+def test_zero_shot_score_is_the_cosine_of_mean_pooled_segments(zero_shot):
+    from transformers import AutoModel, AutoTokenizer
+
+    location = zero_shot.model_location()
+    tokenizer, encoder = (
+        AutoTokenizer.from_pretrained(location),
+        AutoModel.from_pretrained(location),
+    )
+    query, docs = (
+        "how hot is lava",
+        ["Lava reaches 1200 degrees.", "Boil the pasta for ten minutes."],
+    )
+    expected = []
+    for doc in docs:
+        inputs = tokenizer(query, doc, return_tensors="pt")  # [CLS] query [SEP] doc [SEP]
+        ids = inputs["input_ids"][0].tolist()
+        first_sep = ids.index(tokenizer.sep_token_id)
+        with torch.no_grad():
+            hidden = encoder(**inputs).last_hidden_state[0].double()
+        query_mean = hidden[1:first_sep].mean(dim=0)
+        doc_mean = hidden[first_sep + 1 : len(ids) - 1].mean(dim=0)
+        expected.append(float(torch.nn.functional.cosine_similarity(query_mean, doc_mean, dim=0)))
+    scale = float(zero_shot.model_.model.log_scale.detach().exp())
+    assert scale == pytest.approx(20.0)
+    np.testing.assert_allclose(zero_shot.score(query, docs), scale * np.array(expected), atol=1e-4)
+
+
+def test_zero_shot_scores_untrained_and_deterministically(zero_shot):
+    docs = tiny_lists()[1].docs
+    scores = zero_shot.score("tell me about stock markets", docs)
+    again = CrossEncoderTeacher.from_pretrained(head="zero_shot", max_length=64, seed=5)
+    np.testing.assert_array_equal(again.score("tell me about stock markets", docs), scores)
+    unfitted = make_teacher(head="zero_shot", epochs=0).fit(tiny_lists())  # the config's route
+    np.testing.assert_array_equal(unfitted.score("tell me about stock markets", docs), scores)
+    assert unfitted.history_ == [] and zero_shot.history_ == []
+    on_topic, off_topic = np.split(scores, 2)
+    assert on_topic.min() > off_topic.max()
+
+
+def test_zero_shot_training_lowers_the_loss_and_trains_only_the_top(zero_shot, tuned_zero_shot):
+    with torch.no_grad():
+        before = float(zero_shot.batch_loss(tiny_lists()))
+        after = float(tuned_zero_shot.batch_loss(tiny_lists()))
+    assert after < before
+    start, end = snapshot(zero_shot.model_), snapshot(tuned_zero_shot.model_)
+    changed = {name for name in end if not torch.equal(end[name], start[name])}
+    assert "log_scale" in changed and any(n.startswith("bert.encoder.layer.5.") for n in changed)
+    assert all(n == "log_scale" or n.startswith("bert.encoder.layer.5.") for n in changed)
+
+
+def test_zero_shot_save_load_round_trip(tuned_zero_shot, tmp_path):
+    docs = tiny_lists()[2].docs
+    tuned_zero_shot.save(tmp_path / "zero_shot")
+    loaded = CrossEncoderTeacher.load(tmp_path / "zero_shot")
+    assert loaded.head == "zero_shot" and loaded.history_ == tuned_zero_shot.history_
+    assert torch.equal(loaded.model_.model.log_scale, tuned_zero_shot.model_.model.log_scale)
+    np.testing.assert_array_equal(
+        loaded.score("volcano", docs), tuned_zero_shot.score("volcano", docs)
+    )

@@ -6,7 +6,7 @@ import torch
 
 from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, load_cross_encoder
 from winnow.search.exceptions import SearchInputError
-from winnow.search.losses import listwise_softmax_loss
+from winnow.search.losses import listwise_softmax_loss, standardize_scores
 from winnow.search.ranker import StudentRanker, distillation_loss, precompute_teacher_scores
 
 TOPICS = ("cats and kittens", "stock markets", "volcano eruptions")
@@ -63,9 +63,25 @@ def test_one_teacher_of_weight_one_is_the_listwise_loss():
     rng = np.random.default_rng(0)
     scores = torch.tensor(rng.normal(size=(2, 5)))
     teacher = torch.tensor(rng.normal(size=(2, 5)))
-    got = distillation_loss(scores, teacher[None], [1.0], temperature=0.5)
     mask = torch.ones_like(scores, dtype=torch.bool)
-    torch.testing.assert_close(got, listwise_softmax_loss(scores, teacher, mask, 0.5))
+    raw = distillation_loss(scores, teacher[None], [1.0], temperature=0.5, target_norm="none")
+    torch.testing.assert_close(raw, listwise_softmax_loss(scores, teacher, mask, 0.5))
+    got = distillation_loss(scores, teacher[None], [1.0], temperature=0.5)  # standardized
+    expected = listwise_softmax_loss(scores, standardize_scores(teacher, mask), mask, 0.5)
+    torch.testing.assert_close(got, expected)
+
+
+def test_standardized_teachers_weigh_what_their_weights_say():
+    rng = np.random.default_rng(2)
+    scores = torch.tensor(rng.normal(size=(2, 6)))
+    teacher = torch.tensor(rng.normal(size=(2, 6)))
+    teacher[1, 4:] = torch.nan
+    flat = 0.05 * teacher + 3.0  # the same order, logits spread 20 times less
+    both = distillation_loss(scores, torch.stack([teacher, flat]), [1.0, 1.0])
+    alone = distillation_loss(scores, teacher[None], [2.0])
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-4)
+    raw = distillation_loss(scores, torch.stack([teacher, flat]), [1.0, 1.0], target_norm="none")
+    assert not torch.allclose(raw, alone, rtol=1e-2)
 
 
 def test_nan_teacher_entries_are_masked_out():
@@ -79,10 +95,10 @@ def test_nan_teacher_entries_are_masked_out():
     loss.sum().backward()
     keep_r, keep_e = [0, 1, 2, 3, 4], [0, 2, 3, 4]
     ones = torch.ones((1, 5), dtype=torch.bool)
-    expected = listwise_softmax_loss(scores[:, keep_r], relevance[:, keep_r], ones)
-    expected = expected + 0.5 * listwise_softmax_loss(
-        scores[:, keep_e], engagement[:, keep_e], ones[:, :4]
-    )
+    relevance_z = standardize_scores(relevance[:, keep_r], ones)
+    engagement_z = standardize_scores(engagement[:, keep_e], ones[:, :4])
+    expected = listwise_softmax_loss(scores[:, keep_r], relevance_z, ones)
+    expected = expected + 0.5 * listwise_softmax_loss(scores[:, keep_e], engagement_z, ones[:, :4])
     torch.testing.assert_close(loss.detach(), expected.detach())
     assert scores.grad[0, 5] == 0 and torch.isfinite(scores.grad).all()
     moved = scores.detach().clone()
@@ -129,9 +145,11 @@ def test_batch_loss_is_the_listwise_loss_on_student_scores(both):
     student = torch.tensor(both.score(lists[0].query, lists[0].docs))[None]
     relevance = torch.tensor(RELEVANCE)[None]
     engagement = torch.tensor(ENGAGEMENT)[None]
-    expected = listwise_softmax_loss(student, relevance, torch.isfinite(relevance))
-    masked = torch.nan_to_num(engagement)
-    expected = expected + 0.5 * listwise_softmax_loss(student, masked, torch.isfinite(engagement))
+    seen_r, seen_e = torch.isfinite(relevance), torch.isfinite(engagement)
+    relevance_z = standardize_scores(relevance, seen_r)
+    engagement_z = standardize_scores(torch.nan_to_num(engagement), seen_e)
+    expected = listwise_softmax_loss(student, relevance_z, seen_r)
+    expected = expected + 0.5 * listwise_softmax_loss(student, engagement_z, seen_e)
     torch.testing.assert_close(got.double(), expected[0], atol=1e-5, rtol=1e-5)
 
 
@@ -165,6 +183,11 @@ def test_save_load_round_trip(both, tmp_path):
     np.testing.assert_array_equal(loaded.score("volcano", docs), both.score("volcano", docs))
     assert loaded.history_ == both.history_ and loaded.teachers_ == both.teachers_
     assert loaded.teacher_weights == both.teacher_weights and loaded.max_length == 32
+    assert loaded.get_params() == both.get_params() | {"model": str(tmp_path / "student")}
+    one = {name: lists[:1] for name, lists in tiny_scores().items()}
+    raw = make_student(target_norm="none", epochs=1).fit(tiny_lists()[:1], one)
+    raw.save(tmp_path / "raw")
+    assert StudentRanker.load(tmp_path / "raw").target_norm == "none"
 
 
 @pytest.mark.parametrize(
@@ -175,6 +198,7 @@ def test_save_load_round_trip(both, tmp_path):
         ({"teacher_weights": {"relevance": 0.0}}, "teacher_weights"),
         ({"teacher_weights": {}}, "teacher_weights"),
         ({"loss": "hinge"}, "loss"),
+        ({"target_norm": "minmax"}, "target_norm must be one of"),
         ({"max_length": 4}, "max_length"),
     ],
 )

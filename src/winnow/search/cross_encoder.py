@@ -12,10 +12,18 @@ differ:
 - **engagement teacher**: labels from clicks, e.g.
   ``ClickJudge(ips_ctr(log))`` (:mod:`winnow.search.clicks`), position-debiased.
 
-The network is a sentence-transformers ``CrossEncoder`` over the encoder of the bundled
-all-MiniLM-L6-v2 *bi-encoder* checkpoint (6 layers, 384-d) with a **fresh** one-output linear
-head on BERT's pooled ``[CLS]`` (so an untrained teacher ranks at random). Its activation is the
-identity: scores are logits (``predict()`` would otherwise squash them with a sigmoid).
+The network reads ``[CLS] query [SEP] passage [SEP]`` with the encoder of the bundled
+all-MiniLM-L6-v2 *bi-encoder* checkpoint (6 layers, 384-d) and one of two heads (:data:`HEADS`):
+
+- ``"fresh"`` (default): a sentence-transformers ``CrossEncoder`` with a **fresh** one-output
+  linear head on BERT's pooled ``[CLS]`` (so an untrained teacher ranks at random); its
+  activation is the identity, scores are logits;
+- ``"zero_shot"``: the cosine of the mean-pooled query and passage segments of that one joint
+  pass, times a learnable scale (:mod:`winnow.search.zero_shot`). It ranks well untrained and
+  is a starting point for fine-tuning with the same loss.
+
+An untrained teacher is :meth:`CrossEncoderTeacher.from_pretrained` (or ``fit`` with
+``epochs=0``, for the config-driven pipeline); with the zero-shot head it scores at once.
 
 Training data (:func:`build_candidate_lists`): for each training query, the top ``k`` candidates
 of a first-stage retriever (so negatives are the hard ones a reranker sees), each labelled by the
@@ -37,7 +45,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -54,11 +62,13 @@ from winnow.search.exceptions import SearchInputError
 from winnow.search.losses import LOSSES
 
 __all__ = [
+    "HEADS",
     "SCALE_MAX",
     "CandidateList",
     "CrossEncoderTeacher",
     "build_candidate_lists",
     "load_cross_encoder",
+    "load_zero_shot_encoder",
     "rerank",
     "torch_threads",
 ]
@@ -154,30 +164,35 @@ class CrossEncoderTeacher:
     """A cross-encoder reranker trained on one teacher's labels (see the module doc).
 
     Args:
-        model: ``None`` for the bundled all-MiniLM-L6-v2 (bi-encoder weights, fresh head), or a
-            hub id / local folder of a BERT-style checkpoint or cross-encoder.
+        model: ``None`` for the bundled all-MiniLM-L6-v2 (bi-encoder weights), or a hub id /
+            local folder of a BERT-style checkpoint or cross-encoder.
         name: what the teacher learns (``"relevance"``, ``"engagement"``); saved with it.
+        head: ``"fresh"`` (a new linear head on ``[CLS]``) or ``"zero_shot"`` (the scaled
+            cosine of the query and passage segments, useful untrained); see :data:`HEADS`.
         loss: ``"listwise"`` or ``"mse"`` (:data:`LOSSES`).
         temperature: target softmax temperature on labels normalised to ``[0, 1]``.
         max_length: word pieces per ``(query, passage)`` pair, truncated longest-first.
         learning_rate, weight_decay, warmup_ratio, max_grad_norm: AdamW with linear warmup
             and linear decay to 0, gradient-norm clipping.
-        epochs: passes over the candidate lists; lists_per_step: lists per optimiser step.
+        epochs: passes over the candidate lists (0: ``fit`` loads the network and trains
+            nothing); lists_per_step: lists per optimiser step.
         trainable_layers: ``None`` trains every weight; ``n`` trains only the top ``n``
-            transformer layers, the pooler and the head, the embeddings and lower layers frozen
-            (fewer weights to fit when labels are few).
+            transformer layers, the pooler and the head (the zero-shot head's scale), the
+            embeddings and lower layers frozen (fewer weights to fit when labels are few).
         forward_batch_size: pairs per forward pass (sorted by length to cut padding).
         seed: seeds the head initialisation, dropout and the list order.
         num_threads: torch CPU threads while fitting and scoring; ``None`` leaves the setting.
         device: ``"cpu"``, ``"cuda"``, ...
 
-    Fitted attributes: ``model_`` (the ``CrossEncoder``), ``history_`` (loss per step).
+    Fitted attributes: ``model_`` (the ``CrossEncoder`` or ``ZeroShotCrossEncoder``),
+    ``history_`` (loss per step).
     """
 
     def __init__(
         self,
         model: str | Path | None = None,
         name: str = "relevance",
+        head: str = "fresh",
         loss: str = "listwise",
         temperature: float = 1 / 3,
         max_length: int = 256,
@@ -196,9 +211,11 @@ class CrossEncoderTeacher:
     ):
         if loss not in LOSSES:
             raise SearchInputError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        if head not in HEADS:
+            raise SearchInputError(f"head must be one of {sorted(HEADS)}; got {head!r}")
         for label, value, low in (
             ("max_length", max_length, 8),
-            ("epochs", epochs, 1),
+            ("epochs", epochs, 0),
             ("lists_per_step", lists_per_step, 1),
             ("forward_batch_size", forward_batch_size, 1),
         ):
@@ -219,6 +236,7 @@ class CrossEncoderTeacher:
             raise SearchInputError(f"num_threads must be None or an int >= 1; got {num_threads!r}")
         self.model = model
         self.name = name
+        self.head = head
         self.loss = loss
         self.temperature = temperature
         self.max_length = max_length
@@ -246,8 +264,9 @@ class CrossEncoderTeacher:
         steps_per_epoch = math.ceil(len(lists) / self.lists_per_step)
         total = steps_per_epoch * self.epochs
         logger.info(
-            "training the %s teacher from %s: %d lists, %d labelled pairs, %d steps",
+            "training the %s teacher (%s head) from %s: %d lists, %d labelled pairs, %d steps",
             self.name,
+            self.head,
             self.model_id,
             len(lists),
             sum(int(entry.labelled.sum()) for entry in lists),
@@ -255,7 +274,7 @@ class CrossEncoderTeacher:
         )
         with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model_ = load_cross_encoder(self.model_location(), self.max_length, self.device)
+            self.model_ = HEADS[self.head](self.model_location(), self.max_length, self.device)
             optimizer, schedule = self._optimizer(total)
             order_rng = np.random.default_rng(self.seed)
             self.history_: list[float] = []
@@ -286,15 +305,9 @@ class CrossEncoderTeacher:
             return np.zeros(0, dtype=np.float64)
         query_text = query if isinstance(query, str) else query.text
         pairs = [(query_text, doc if isinstance(doc, str) else doc.text) for doc in docs]
-        with torch_threads(self.num_threads):
-            scores = self.model_.predict(
-                pairs,
-                batch_size=self.forward_batch_size,
-                activation_fn=torch.nn.Identity(),
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
+        with torch_threads(self.num_threads), torch.inference_mode():
+            scores = self._forward(pairs)
+        return scores.double().cpu().numpy().reshape(len(pairs))
 
     def save(self, path: str | Path) -> Path:
         """Write the cross-encoder and ``winnow_teacher.json`` (settings, history) to ``path``."""
@@ -310,16 +323,33 @@ class CrossEncoderTeacher:
         return path
 
     @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, **params) -> CrossEncoderTeacher:
+        """An untrained teacher, ready to score: the network at ``model`` as loaded.
+
+        With ``head="zero_shot"`` it ranks by the segment cosine at once; with a fresh head
+        (seeded by ``seed``) it ranks at random until trained. ``history_`` is empty.
+        Example: ``CrossEncoderTeacher.from_pretrained(head="zero_shot").score(query, docs)``.
+        """
+        torch = require("torch", "search")
+        teacher = cls(model=model, **params)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(teacher.seed)
+            location = teacher.model_location()
+            teacher.model_ = HEADS[teacher.head](location, teacher.max_length, teacher.device)
+        teacher.model_.eval()
+        teacher.history_ = []
+        return teacher
+
+    @classmethod
     def load(cls, name_or_path: str | Path, **overrides) -> CrossEncoderTeacher:
         """A teacher saved by :meth:`save`, or any cross-encoder by hub id or folder."""
         record_path = Path(name_or_path) / TEACHER_FILE
         record = {"params": {}, "history": []}
         if record_path.is_file():
             record = json.loads(record_path.read_text(encoding="utf-8"))
-        params = {**record["params"], **overrides, "model": str(name_or_path)}
-        teacher = cls(**params)
-        teacher.model_ = load_cross_encoder(str(name_or_path), teacher.max_length, teacher.device)
-        teacher.model_.eval()
+        params = {**record["params"], **overrides}
+        params.pop("model", None)
+        teacher = cls.from_pretrained(str(name_or_path), **params)
         teacher.history_ = list(record["history"])
         return teacher
 
@@ -336,7 +366,8 @@ class CrossEncoderTeacher:
 
     def _trainable_parameters(self) -> list:
         """Every parameter, or (``trainable_layers=n``) the top ``n`` layers', the pooler's and
-        the head's, with ``requires_grad`` switched off for the rest."""
+        the head's (those outside the encoder, e.g. the zero-shot scale), with
+        ``requires_grad`` switched off for the rest."""
         network = self.model_.model
         if self.trainable_layers is None:
             return list(network.parameters())
@@ -459,6 +490,17 @@ def load_cross_encoder(location: str, max_length: int, device: str):
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
+
+
+def load_zero_shot_encoder(location: str, max_length: int, device: str):
+    """A :class:`~winnow.search.zero_shot.ZeroShotCrossEncoder` from a hub id or folder (its
+    module imports torch, so it is imported here, when a zero-shot head is asked for)."""
+    from winnow.search.zero_shot import load_zero_shot
+
+    return load_zero_shot(location, max_length, device)
+
+
+HEADS: dict[str, Callable] = {"fresh": load_cross_encoder, "zero_shot": load_zero_shot_encoder}
 
 
 @contextmanager

@@ -14,8 +14,13 @@ teacher). For each query list and each teacher ``t`` with weight ``w_t > 0``::
     loss(list) = sum_t w_t * L(student_scores, teacher_scores_t)
 
 with ``L`` from :data:`~winnow.search.losses.LOSSES`: ``"listwise"`` (default) is ListNet's
-softmax cross-entropy against the soft targets ``softmax(teacher_scores_t / temperature)``;
-``"mse"`` regresses the teacher logits. ``NaN`` teacher scores are masked out of that
+softmax cross-entropy against the soft targets ``softmax(norm(teacher_scores_t) / temperature)``;
+``"mse"`` regresses ``norm(teacher_scores_t)``. ``norm`` is ``target_norm``
+(:data:`~winnow.search.losses.TARGET_NORMS`): ``"standardize"`` (default) z-scores each
+teacher's scores per list, so a teacher whose logits spread little (sd ~0.6 per list for the
+MiniLM teachers, nearly flat soft targets) teaches an order as sharply as one whose logits
+spread a lot, and teachers on different scales weigh what ``teacher_weights`` says;
+``"none"`` uses the logits as they are. ``NaN`` teacher scores are masked out of that
 teacher's term; a teacher with no score in a list adds nothing for it; candidates no weighted
 teacher scores never reach the model. A teacher of weight 0 is dropped before training, so it
 changes nothing. The loss is per list (:func:`distillation_loss`, ``[B]``), reduced by an
@@ -54,7 +59,7 @@ from winnow.search.cross_encoder import (
 )
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
-from winnow.search.losses import LOSSES
+from winnow.search.losses import LOSSES, TARGET_NORMS
 
 __all__ = [
     "DEFAULT_TEACHER_WEIGHTS",
@@ -70,22 +75,34 @@ DEFAULT_TEACHER_WEIGHTS = {"relevance": 1.0, "engagement": 0.5}
 STUDENT_FILE = "winnow_student.json"
 
 
-def distillation_loss(scores, teacher_scores, weights, temperature: float = 1.0, loss="listwise"):
+def distillation_loss(
+    scores,
+    teacher_scores,
+    weights,
+    temperature: float = 1.0,
+    loss: str = "listwise",
+    target_norm: str = "standardize",
+):
     """Weighted sum over teachers of a per-list ranking loss against each teacher's scores.
 
     Shape:
         scores: ``[B, k]`` float student logits. teacher_scores: ``[T, B, k]`` float teacher
         logits, ``NaN`` where teacher ``t`` has no score (and on padding). weights: ``[T]``
-        float >= 0. Returns ``[B]`` float: ``sum_t w_t * LOSSES[loss](scores, s_t, finite_t,
-        temperature)``, a teacher with no finite score in a row contributing 0 to it.
+        float >= 0. Returns ``[B]`` float: ``sum_t w_t * LOSSES[loss](scores, y_t, finite_t,
+        temperature)`` with ``y_t = TARGET_NORMS[target_norm](s_t, finite_t)`` (per row, over
+        the teacher's finite entries), a teacher with no finite score in a row contributing 0.
 
     Entries that are ``NaN`` for a teacher change neither its term nor any gradient.
     """
     torch = require("torch", "search")
     finite = torch.isfinite(teacher_scores)
     targets = torch.nan_to_num(teacher_scores, nan=0.0, posinf=0.0, neginf=0.0)
+    normalise = TARGET_NORMS[target_norm]
     per_teacher = torch.stack(
-        [LOSSES[loss](scores, targets[t], finite[t], temperature) for t in range(len(targets))]
+        [
+            LOSSES[loss](scores, normalise(targets[t], finite[t]), finite[t], temperature)
+            for t in range(len(targets))
+        ]
     )
     per_teacher = torch.where(finite.any(dim=-1), per_teacher, torch.zeros_like(per_teacher))
     weights = torch.as_tensor(weights, dtype=scores.dtype).reshape(-1, 1)
@@ -113,7 +130,9 @@ class StudentRanker:
         teacher_weights: ``{teacher name: weight >= 0}``, at least one weight > 0; ``None``
             means ``DEFAULT_TEACHER_WEIGHTS``.
         loss: ``"listwise"`` or ``"mse"`` (:data:`~winnow.search.losses.LOSSES`).
-        temperature: softmax temperature on the teacher logits (soft targets).
+        temperature: softmax temperature on the (normalised) teacher logits (soft targets).
+        target_norm: ``"standardize"`` (z-scores per list and teacher) or ``"none"``
+            (:data:`~winnow.search.losses.TARGET_NORMS`), applied before ``temperature``.
         The remaining arguments are those of
         :class:`~winnow.search.cross_encoder.CrossEncoderTeacher` (optimiser, steps, seed,
         threads, device).
@@ -130,6 +149,7 @@ class StudentRanker:
         teacher_weights: Mapping[str, float] | None = None,
         loss: str = "listwise",
         temperature: float = 1.0,
+        target_norm: str = "standardize",
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -155,12 +175,17 @@ class StudentRanker:
                 "teacher_weights must map teacher names to finite numbers >= 0, at least one "
                 f"> 0, e.g. {DEFAULT_TEACHER_WEIGHTS}; got {teacher_weights!r}"
             )
+        if target_norm not in TARGET_NORMS:
+            raise SearchInputError(
+                f"target_norm must be one of {sorted(TARGET_NORMS)}; got {target_norm!r}"
+            )
         self.model = model
         self.num_layers = num_layers
         self.max_length = max_length
         self.teacher_weights = weights
         self.loss = loss
         self.temperature = temperature
+        self.target_norm = target_norm
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
@@ -220,7 +245,9 @@ class StudentRanker:
             padded[:, row, : len(idx)] = torch.as_tensor(t[:, idx], dtype=flat.dtype)
         scores = torch.zeros((len(lists), width), dtype=flat.dtype).masked_scatter(mask, flat)
         weights = [float(self.teacher_weights[name]) for name in self.teachers_]
-        per_list = distillation_loss(scores, padded, weights, self.temperature, self.loss)
+        per_list = distillation_loss(
+            scores, padded, weights, self.temperature, self.loss, self.target_norm
+        )
         return per_list.mean()
 
     def score(self, query: Query | str, docs: Sequence) -> np.ndarray:
