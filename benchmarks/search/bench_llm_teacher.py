@@ -16,8 +16,9 @@ Per fold (the folds of ``train.cv``, seed ``seed``):
    over their judged candidates, and nDCG@10 as a ranker of their dense top-k.
 2. **Fine-tuning**: LoRA on the fold's ``fit`` lists (graded dense top-k), plus generated
    queries whose source passage is not judged for any of the fold's test queries (source = grade
-   3, mined hard negatives = 0). Each setting of ``--choices`` is trained and the one with the
-   best nDCG@10 on the fold's ``inner`` queries kept.
+   3, mined hard negatives = 0). Each setting of ``--choices`` (teacher overrides, plus
+   ``generated``: how many generated lists to add, a seeded sample) is trained and the one with
+   the best nDCG@10 on the fold's ``inner`` queries kept.
 3. **Held-out scores**: the zero-shot model and the chosen teacher score the dense top-k of the
    fold's test queries; their rankings go into ``rankings`` for the pooled CV table of
    ``bench_quality.py``.
@@ -36,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
-DEFAULT_CHOICES = '[{"epochs": 1}, {"epochs": 2}]'
+DEFAULT_CHOICES = '[{"generated": 0, "epochs": 2}, {"generated": 600, "epochs": 1}]'
 
 
 def prepare(out: Path) -> None:
@@ -96,19 +97,20 @@ def generated_lists(data, generated, excluded_docs: set[str], limit: int | None,
 
 
 def judge_quality(scores: dict, data, query_ids) -> dict:
-    """AUC (grade >= 2 vs the rest, judged candidates only) and mean nDCG@10 of ``scores``."""
-    from sklearn.metrics import roc_auc_score
+    """AUC (grade >= 2 vs the rest, judged candidates only) and mean nDCG@10 of ``scores``
+    (sklearn: raw grades as gains, ideal order of the candidates; ranx is not needed where the
+    teacher trains, and the pooled table is computed from ``rankings`` with ranx)."""
+    from sklearn.metrics import ndcg_score, roc_auc_score
 
-    from winnow.search.metrics import evaluate_run
-
-    labels, values = [], []
+    labels, values, ndcgs = [], [], []
     for qid in query_ids:
+        grades = [data.qrels[qid].get(doc, 0) for doc in scores[qid]]
+        ndcgs.append(ndcg_score([grades], [list(scores[qid].values())], k=10))
         for doc, value in scores[qid].items():
             if doc in data.qrels[qid]:
                 labels.append(data.qrels[qid][doc] >= 2)
                 values.append(value)
-    run = {qid: dict(scores[qid]) for qid in query_ids}
-    ndcg = evaluate_run(data.qrels, run, ("ndcg@10",)).mean["ndcg@10"]
+    ndcg = float(np.mean(ndcgs))
     auc = roc_auc_score(labels, values) if 0 < sum(labels) < len(labels) else None
     return {"auc_grade2": auc, "ndcg@10": ndcg, "pairs": len(labels)}
 
@@ -173,11 +175,13 @@ def run(args) -> None:
         zero_train = score_queries(zero, data, training, candidates)
         zero_test = score_queries(zero, data, fold["test"], candidates)
         held_docs = {d for q in fold["test"] for d in data.qrels.get(q, {})}
-        lists = graded_lists(data, fold["fit"], candidates)
-        lists += generated_lists(data, generated, held_docs, args.max_generated, index)
+        graded = graded_lists(data, fold["fit"], candidates)
         trials = []
         for choice in choices:
-            teacher = LLMRelevanceTeacher(**{**settings, **choice}).fit(lists)
+            overrides = {k: v for k, v in choice.items() if k != "generated"}
+            extra = generated_lists(data, generated, held_docs, choice.get("generated"), index)
+            lists = graded + extra
+            teacher = LLMRelevanceTeacher(**{**settings, **overrides}).fit(lists)
             inner = score_queries(teacher, data, fold["inner"], candidates)
             trials.append((judge_quality(inner, data, fold["inner"])["ndcg@10"], teacher))
         best = int(np.argmax([value for value, _ in trials]))
@@ -189,7 +193,7 @@ def run(args) -> None:
             {
                 "fold": index,
                 "test": fold["test"],
-                "training_lists": len(lists),
+                "graded_lists": len(graded),
                 "zero_shot_judge_on_training_queries": judge_quality(zero_train, data, training),
                 "inner_ndcg@10": [value for value, _ in trials],
                 "chosen": choices[best],
@@ -214,7 +218,6 @@ def main() -> None:
     second.add_argument("--inputs", type=Path, required=True)
     second.add_argument("--out", type=Path, required=True)
     second.add_argument("--generated", type=Path, default=None)
-    second.add_argument("--max-generated", type=int, default=None)
     second.add_argument("--model", default=None, help="hub id or folder (default: bundled)")
     second.add_argument("--gguf", default=None, help="GGUF file inside --model")
     second.add_argument("--device", default="cpu")
