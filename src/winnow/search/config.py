@@ -149,6 +149,9 @@ class StudentConfig(Config):
     loss: Literal["listwise", "mse"] = "listwise"
 
 
+CHOICE_ROLES = ("relevance_teacher", "engagement_teacher", "student")
+
+
 class CrossValidationConfig(Config):
     """How ``winnow search train`` scores every system: k folds over the judged queries."""
 
@@ -158,8 +161,9 @@ class CrossValidationConfig(Config):
     )
     choices: dict[str, list[dict]] = Field(
         {},
-        description="'teacher' or 'student' -> candidate setting overrides; each fold trains "
-        "every candidate on its fit queries and keeps the best by nDCG@10 on its inner queries",
+        description="relevance_teacher | engagement_teacher | student -> candidate setting "
+        "overrides; each fold trains every candidate on its fit queries and keeps the best by "
+        "nDCG@10 on its inner queries",
     )
     bootstrap_resamples: int = Field(10_000, ge=100)
 
@@ -167,10 +171,10 @@ class CrossValidationConfig(Config):
     @classmethod
     def _known_roles(cls, value: dict[str, list[dict]]) -> dict[str, list[dict]]:
         for role, options in value.items():
-            if role not in ("teacher", "student") or not options:
+            if role not in CHOICE_ROLES or not options:
                 raise ValueError(
-                    f"choices.{role}: keys are 'teacher' or 'student', each a non-empty list of "
-                    "setting overrides, e.g. teacher: [{head: fresh}, {head: zero_shot}]"
+                    f"choices.{role}: keys are {list(CHOICE_ROLES)}, each a non-empty list of "
+                    "setting overrides, e.g. relevance_teacher: [{epochs: 0}, {epochs: 2}]"
                 )
         return value
 
@@ -225,6 +229,14 @@ class GeneratedQueriesConfig(Config):
         0.8, gt=0, le=1, description="drop a query whose word-set Jaccard to a judged one is this"
     )
     negatives: int = Field(4, ge=0, description="hard negatives from each of BM25 and dense")
+    train_on: str | None = Field(
+        None,
+        description="JSONL of kept queries (gen-queries --out) added to the relevance teacher's "
+        "and the students' training lists; null = judged queries only",
+    )
+    train_lists: int | None = Field(
+        300, ge=1, description="seeded sample of train_on queries per fold; null = all of them"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GeneratedQueriesConfig:

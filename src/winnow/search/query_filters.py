@@ -30,7 +30,7 @@ import numpy as np
 import winnow
 from winnow.common.runs import atomic_write_text, to_jsonable
 from winnow.search.config import GeneratedQueriesConfig, SearchConfig
-from winnow.search.cross_encoder import torch_threads
+from winnow.search.cross_encoder import CandidateList, torch_threads
 from winnow.search.datasets import jsonl_records, load_beir
 from winnow.search.embed import encode_cached
 from winnow.search.exceptions import DatasetFormatError, SearchInputError
@@ -50,6 +50,7 @@ __all__ = [
     "QuerySet",
     "build_query_set",
     "exclude_sources",
+    "generated_candidate_lists",
     "hard_negatives",
     "near_duplicates",
     "read_generated",
@@ -103,6 +104,35 @@ def exclude_sources(
     """The queries whose source passage is not in ``doc_ids``, in order."""
     excluded = set(doc_ids)
     return [query for query in generated if query.source_doc_id not in excluded]
+
+
+def generated_candidate_lists(
+    data,
+    generated: Sequence[GeneratedQuery],
+    held_docs: Collection[str],
+    limit: int | None,
+    seed: int,
+) -> list[CandidateList]:
+    """Graded lists of generated queries for training: the source passage (grade 3) and its
+    hard negatives (grade 0), for the queries whose source is not in ``held_docs`` (passages
+    judged for queries the models must not learn about), a seeded sample of ``limit`` of them
+    (``None``: all)."""
+    kept = exclude_sources(generated, held_docs)
+    if limit is not None and len(kept) > limit:
+        kept = [kept[i] for i in _sample(len(kept), limit, seed)]
+    lists = []
+    for query in kept:
+        passages = data.passages_of([query.source_doc_id, *query.negatives])
+        lists.append(
+            CandidateList(
+                query_id=query.query_id,
+                query=query.text,
+                doc_ids=tuple(p.id for p in passages),
+                docs=tuple(p.text for p in passages),
+                labels=np.array([3.0] + [0.0] * (len(passages) - 1)),
+            )
+        )
+    return lists
 
 
 def round_trip_keep(

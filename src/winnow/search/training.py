@@ -41,6 +41,7 @@ from winnow.search.crossval import Rankings, choose_on_inner, cross_validate
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir
 from winnow.search.folds import make_folds
 from winnow.search.jobs import FirstStage, first_stage
+from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
 from winnow.search.stack import quantize_int8
 from winnow.search.teachers import ChatJudge, QrelsJudge
@@ -52,6 +53,7 @@ __all__ = [
     "engagement_judge",
     "final_training",
     "fold_rankers",
+    "generated_training_lists",
     "prepare_training",
     "relevance_judge",
     "run_search_train",
@@ -137,11 +139,14 @@ def train_teacher(
     judge,
     overrides: dict | None = None,
     quiet: bool = False,
+    extra_lists: list[CandidateList] = (),
 ) -> CrossEncoderTeacher:
-    """One cross-encoder teacher on the judge's labels of the train split's candidate lists,
-    with ``train.teacher`` settings updated by ``overrides``."""
+    """One cross-encoder teacher on the judge's labels of the train split's candidate lists
+    (plus ``extra_lists``, already labelled), with ``train.teacher`` settings updated by
+    ``overrides``."""
     train = training.split.train
     lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
+    lists += list(extra_lists)
     settings = {**config.train.teacher.model_dump(), **(overrides or {})}
     teacher = CrossEncoderTeacher(
         name=name, seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
@@ -167,12 +172,33 @@ def unlabelled_lists(training: TrainingData, query_ids: list[str]) -> list[Candi
     return lists
 
 
-def distillation_lists(config: SearchConfig, training: TrainingData) -> list[CandidateList]:
-    """The students' lists: train-split candidates, plus the unjudged queries' if configured."""
+def generated_training_lists(config: SearchConfig, training: TrainingData) -> list[CandidateList]:
+    """Lists of the generated queries in ``train.generated.train_on`` (source grade 3, hard
+    negatives 0), without those whose source passage is judged for a dev (inner) or test query
+    of this split: what the models may not learn about. ``[]`` when none is configured."""
+    settings = config.train.generated
+    if settings.train_on is None:
+        return []
+    held = {
+        doc
+        for qid in (*training.split.dev, *training.split.test)
+        for doc in training.data.qrels.get(qid, {})
+    }
+    generated = read_generated(settings.train_on)
+    return generated_candidate_lists(
+        training.data, generated, held, settings.train_lists, config.seed
+    )
+
+
+def distillation_lists(
+    config: SearchConfig, training: TrainingData, generated: list[CandidateList] = ()
+) -> list[CandidateList]:
+    """The students' lists: train-split candidates, the unjudged queries' if configured, and
+    ``generated`` lists (the teachers score them all)."""
     query_ids = list(training.split.train)
     if config.train.distill_unjudged:
         query_ids += training.data.unjudged_query_ids
-    return unlabelled_lists(training, query_ids)
+    return unlabelled_lists(training, query_ids) + list(generated)
 
 
 def train_students(
@@ -213,16 +239,19 @@ def fold_rankers(
         "engagement": engagement_judge(config.train.clicks, training, config.seed)[0],
     }
     options = config.train.cv.choices
+    generated = generated_training_lists(config, training)
+    extra = {"relevance": generated, "engagement": []}  # generated queries have no clicks
     teachers, chosen = {}, {}
     for name, judge in judges.items():
+        settings = options.get(f"{name}_teacher", [{}])
         candidates = [
-            train_teacher(config, training, name, judge, override, quiet)
-            for override in options.get("teacher", [{}])
+            train_teacher(config, training, name, judge, override, quiet, extra[name])
+            for override in settings
         ]
         teachers[name], chosen[f"{name}_teacher"] = _choose(
-            candidates, options.get("teacher", [{}]), config, training, dense
+            candidates, settings, config, training, dense
         )
-    lists = distillation_lists(config, training)
+    lists = distillation_lists(config, training, generated)
     scores = precompute_teacher_scores(teachers, lists)
     trained = [
         train_students(config, lists, scores, quiet, override)
