@@ -1,13 +1,18 @@
-"""Prefill-only P(yes) scoring: prefix-cache reuse equals full sequences; batching invariance."""
+"""Prefill-only yes/no scoring: the folded margin equals the LM's logit difference; prefix-cache
+reuse equals full sequences, with and without gradient; batching invariance."""
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 
+from tests.search.conftest import tiny_causal_lm
 from winnow.search.exceptions import SearchInputError
 from winnow.search.serving import (
     PrefixScorer,
     answer_token_ids,
+    folded_answer_vector,
     plan_batches,
     score_full_sequences,
     score_with_prefix_cache,
@@ -39,6 +44,88 @@ def reference_scores(model, tokenizer, yes_id, no_id):
     return np.asarray(scores)
 
 
+def lm_margins(model, prefix, candidates, yes_id, no_id):
+    """``logits[:, -1, yes] - logits[:, -1, no]`` of the model's own full-vocabulary forward."""
+    margins = []
+    with torch.no_grad():
+        for candidate in candidates:
+            logits = model(torch.tensor([list(prefix) + list(candidate)])).logits
+            margins.append(logits[0, -1, yes_id] - logits[0, -1, no_id])
+    return torch.stack(margins)
+
+
+def ragged_ids(vocab_size, seed=0):
+    """A 7-token prefix and 7 candidates of 1 to 12 tokens, from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(3, vocab_size, (7,), generator=generator).tolist()
+    lengths = [5, 1, 12, 3, 3, 9, 2]
+    candidates = [torch.randint(3, vocab_size, (n,), generator=generator).tolist() for n in lengths]
+    return prefix, candidates
+
+
+@pytest.fixture(scope="module")
+def llama64():
+    return tiny_causal_lm("llama", 64, seed=3)
+
+
+@pytest.mark.parametrize("scorer", [score_with_prefix_cache, score_full_sequences])
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 16])
+def test_folded_margin_equals_lm_logit_difference(llama64, scorer, batch_size):
+    prefix, candidates = ragged_ids(64)
+    expected = lm_margins(llama64, prefix, candidates, 10, 20)
+    with torch.no_grad():
+        margins = scorer(llama64, prefix, candidates, 10, 20, batch_size)
+    assert margins.shape == (7,) and margins.dtype == torch.float32
+    torch.testing.assert_close(margins, expected, atol=1e-5, rtol=0)
+    assert expected.std() > 1e-2  # candidates are told apart, so equality is not trivial
+
+
+def test_folded_vector_includes_the_output_bias(llama64):
+    model = copy.deepcopy(llama64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model.lm_head = torch.nn.Linear(32, 64, bias=True)
+    prefix, candidates = ragged_ids(64, seed=1)
+    vector, offset = folded_answer_vector(model, 5, 6)
+    torch.testing.assert_close(vector, model.lm_head.weight[5] - model.lm_head.weight[6])
+    torch.testing.assert_close(offset, model.lm_head.bias[5] - model.lm_head.bias[6])
+    with torch.no_grad():
+        margins = score_with_prefix_cache(model, prefix, candidates, 5, 6, batch_size=3)
+    expected = lm_margins(model, prefix, candidates, 5, 6)
+    torch.testing.assert_close(margins, expected, atol=1e-5, rtol=0)
+
+
+def test_softcapped_logits_are_not_folded(llama64):
+    # Llama's forward ignores the setting; the reference caps its two logits by hand.
+    model = copy.deepcopy(llama64)
+    model.config.final_logit_softcapping = 0.5
+    prefix, candidates = ragged_ids(64)
+    with pytest.raises(SearchInputError, match="final_logit_softcapping"):
+        folded_answer_vector(model, 10, 20)
+    with torch.no_grad():
+        margins = score_with_prefix_cache(model, prefix, candidates, 10, 20, batch_size=4)
+        hidden = [
+            model.model(torch.tensor([prefix + c])).last_hidden_state[0, -1] for c in candidates
+        ]
+    logits = torch.stack(hidden) @ model.lm_head.weight[[10, 20]].T
+    capped = (logits / 0.5).tanh() * 0.5
+    torch.testing.assert_close(margins, capped[:, 0] - capped[:, 1], atol=1e-5, rtol=0)
+
+
+def test_prefix_cache_gradient_equals_full_sequence_gradient(llama64):
+    prefix, candidates = ragged_ids(64, seed=2)
+    weights = torch.linspace(-1.0, 1.0, len(candidates))
+    gradients = []
+    for scorer in (score_with_prefix_cache, score_full_sequences):
+        model = copy.deepcopy(llama64)
+        (scorer(model, prefix, candidates, 10, 20, batch_size=3) * weights).sum().backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    cached, full = gradients
+    assert cached.keys() == full.keys() and "model.layers.0.self_attn.q_proj.weight" in cached
+    for name in full:
+        torch.testing.assert_close(cached[name], full[name], atol=1e-5, rtol=1e-4)
+
+
 def test_prefix_reuse_equals_full_sequences(tiny_lm, tokenizer):
     yes_id, no_id = answer_token_ids(tokenizer, "y", "n")
     reused = PrefixScorer(tiny_lm, tokenizer, "y", "n", batch_size=3).score(PREFIX, CANDIDATES)
@@ -50,16 +137,20 @@ def test_prefix_reuse_equals_full_sequences(tiny_lm, tokenizer):
     np.testing.assert_allclose(reused, reference, atol=1e-5)
     assert reused.shape == (5,) and reused.dtype == np.float32
     assert reused.std() > 1e-3  # candidates are told apart, so equality is not trivial
+    margins = PrefixScorer(tiny_lm, tokenizer, "y", "n", batch_size=3).margins(PREFIX, CANDIDATES)
+    assert margins.shape == (5,) and margins.dtype == np.float32
+    np.testing.assert_allclose(1 / (1 + np.exp(-margins)), reused, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 5])
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
 def test_scores_do_not_depend_on_batching(tiny_lm, tokenizer, batch_size):
     yes_id, no_id = answer_token_ids(tokenizer, "y", "n")
     prefix = tokenizer(PREFIX)["input_ids"]
     candidates = tokenizer(CANDIDATES, add_special_tokens=False)["input_ids"]
-    one_batch = score_with_prefix_cache(tiny_lm, prefix, candidates, yes_id, no_id, batch_size=8)
-    batched = score_with_prefix_cache(tiny_lm, prefix, candidates, yes_id, no_id, batch_size)
-    full = score_full_sequences(tiny_lm, prefix, candidates, yes_id, no_id, batch_size)
+    with torch.no_grad():
+        one_batch = score_with_prefix_cache(tiny_lm, prefix, candidates, yes_id, no_id, 8)
+        batched = score_with_prefix_cache(tiny_lm, prefix, candidates, yes_id, no_id, batch_size)
+        full = score_full_sequences(tiny_lm, prefix, candidates, yes_id, no_id, batch_size)
     torch.testing.assert_close(batched, one_batch, atol=1e-5, rtol=0)
     torch.testing.assert_close(full, one_batch, atol=1e-5, rtol=0)
 

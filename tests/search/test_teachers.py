@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.search.conftest import tiny_causal_lm
+from winnow.search.causal_lm import bundled_smollm2
 from winnow.search.datasets import Passage, Query
 from winnow.search.exceptions import JudgeEndpointError, JudgeReplyError, SearchInputError
 from winnow.search.teachers import (
@@ -177,3 +178,15 @@ def test_causal_lm_judge_from_pretrained_folder(tmp_path, tokenizer):
     loaded = CausalLMJudge.from_pretrained(tmp_path, **kwargs).grade("cats", ["cat mat", "dog"])
     in_memory = CausalLMJudge(model, tokenizer, **kwargs).grade("cats", ["cat mat", "dog"])
     np.testing.assert_allclose(loaded, in_memory, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_causal_lm_judge_from_the_bundled_gguf():
+    pytest.importorskip("gguf")
+    try:
+        folder, gguf_file = bundled_smollm2()
+    except SearchInputError as exc:
+        pytest.skip(str(exc))
+    judge = CausalLMJudge.from_pretrained(folder, gguf_file=gguf_file, batch_size=2)
+    probabilities = judge.grade("capital of france", ["Paris is the capital of France.", "Cats."])
+    assert probabilities.shape == (2,) and ((probabilities > 0) & (probabilities < 1)).all()

