@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from winnow.common.config import load_config
 from winnow.common.runs import atomic_write_text
 from winnow.search.config import SearchConfig
 from winnow.search.metrics import cross_validated, evaluate_run, run_from_arrays
-from winnow.search.training import METRICS, prepare_training, run_search_train
+from winnow.search.training import METRICS, prepare_training
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
@@ -80,25 +79,57 @@ def llm_comparison(qrels, summary: dict, rankings_dense: dict) -> dict | None:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    config = load_config(SearchConfig, CONFIG)
-    config.train.num_threads = args.threads
-    start = time.perf_counter()
-    report = run_search_train(config)
-    seconds = time.perf_counter() - start
-    run = json.loads((report.parent / "metrics.json").read_text())["summary"]
+def run_folds(config: SearchConfig, indices: list[int], out: Path) -> None:
+    """Cross-validate the folds ``indices`` and write their held-out rankings to ``out``."""
+    from winnow.search.crossval import cross_validate
+    from winnow.search.folds import make_folds
+    from winnow.search.training import fold_rankers
+
+    training = prepare_training(config, quiet=True)
+    cv = config.train.cv
+    folds = make_folds(training.data.judged_query_ids, cv.folds, cv.inner_fraction, config.seed)
+    chosen = [folds[i] for i in indices]
+    rankings, results = cross_validate(config, training, chosen, fold_rankers, quiet=True)
+    record = {
+        "folds": indices,
+        "rankings": rankings,
+        "fold_queries": [
+            {"fit": r.fold.fit, "inner": r.fold.inner, "test": r.fold.test} for r in results
+        ],
+        "chosen": [r.chosen for r in results],
+        "train_seconds": [round(r.train_seconds, 1) for r in results],
+        "items_per_s": [r.items_per_s for r in results],
+    }
+    atomic_write_text(out, json.dumps(record) + "\n")
+
+
+def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
+    """Pool the parts' rankings over all folds into ``search_quality.json``."""
+    records = [json.loads(part.read_text()) for part in parts]
+    order = sorted(
+        (index, fold, record)
+        for record in records
+        for index, fold in zip(record["folds"], record["fold_queries"], strict=True)
+    )
+    if [index for index, _, _ in order] != list(range(config.train.cv.folds)):
+        raise SystemExit(f"parts cover folds {[i for i, _, _ in order]}, not all folds")
+    rankings: dict = {}
+    for record in records:
+        for name, ranked in record["rankings"].items():
+            rankings.setdefault(name, {}).update(ranked)
     training = prepare_training(config, quiet=True)
     data = training.data
+    tests = [fold["test"] for _, fold, _ in order]
+    scores = cross_validated(
+        data.qrels, rankings, tests, METRICS, config.train.cv.bootstrap_resamples, config.seed
+    )
     dense = {q: [d for d in training.candidates[q] if d] for q in data.judged_query_ids}
     shuffled = shuffled_ndcg(data.qrels, dense, config.train.candidates)
-    pooled = {name: values["ndcg@10"] for name, values in run["pooled"].items()}
+    pooled = {name: values["ndcg@10"] for name, values in scores.pooled.items()}
     pooled["dense_top30_shuffled"] = float(np.mean(list(shuffled.values())))
     intervals = {
         name: [round(values["ndcg@10"][k], 4) for k in ("difference", "low", "high")]
-        for name, values in run["versus_dense"].items()
+        for name, values in scores.versus.items()
     }
     best = max(TEACHERS, key=lambda name: pooled[name])
     summary = {
@@ -109,30 +140,52 @@ def main() -> None:
         "student_over_teacher_cv": round(pooled[SERVED] / pooled[best], 4),
         "served_student": SERVED,
         "served_student_minus_dense_cv": round(pooled[SERVED] - pooled["dense"], 4),
-        "folds": run["folds"],
-        "queries": run["queries"],
+        "folds": len(tests),
+        "queries": len(scores.query_ids),
         "goals": {
             "best_teacher_ge_dense_plus_0.02": pooled[best] >= pooled["dense"] + 0.02,
             "served_ge_0.95_teacher_and_ge_dense": pooled[SERVED] >= 0.95 * pooled[best]
             and pooled[SERVED] >= pooled["dense"],
         },
     }
-    result = {
+    by_fold = {index: record for index, _, record in order}
+    fold_in_record = {index: record["folds"].index(index) for index, _, record in order}
+    return {
         "summary": summary,
-        "metrics": {name: run["pooled"][name] for name in run["pooled"]},
-        "per_fold_ndcg10": {name: v["ndcg@10"] for name, v in run["per_fold"].items()},
-        "chosen_per_fold": run["chosen_per_fold"],
-        "train_seconds_per_fold": run["train_seconds_per_fold"],
-        "rerank_items_per_s": run["rerank_items_per_s"],
-        "llm_teacher_gpu": llm_comparison(data.qrels, run, dense),
+        "metrics": scores.pooled,
+        "per_fold_ndcg10": {name: v["ndcg@10"] for name, v in scores.per_fold.items()},
+        "chosen_per_fold": [by_fold[i]["chosen"][fold_in_record[i]] for i in sorted(by_fold)],
+        "train_seconds_per_fold": [
+            by_fold[i]["train_seconds"][fold_in_record[i]] for i in sorted(by_fold)
+        ],
+        "rerank_items_per_s_per_fold": [
+            by_fold[i]["items_per_s"][fold_in_record[i]] for i in sorted(by_fold)
+        ],
+        "llm_teacher_gpu": llm_comparison(
+            data.qrels, {"fold_queries": [fold for _, fold, _ in order]}, dense
+        ),
         "config": config.model_dump(mode="json"),
-        "run_report": str(report),
         "metrics_reported": list(METRICS),
-        "machine": {"platform": platform.platform(), "threads": args.threads},
-        "seconds": round(seconds, 1),
+        "machine": {"platform": platform.platform(), "threads": threads, "processes": len(parts)},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--folds", default=None, help="e.g. 0,1,2: run these folds into --part")
+    parser.add_argument("--part", type=Path, default=None, help="rankings of --folds (JSON)")
+    parser.add_argument("--combine", type=Path, nargs="*", default=None, help="part files")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    args = parser.parse_args()
+    config = load_config(SearchConfig, CONFIG, overrides=args.set)
+    config.train.num_threads = args.threads
+    if args.folds is not None:
+        run_folds(config, [int(i) for i in args.folds.split(",")], args.part)
+        return
+    result = combine(config, args.combine, args.threads)
     atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(result["summary"], indent=2))
 
 
 if __name__ == "__main__":
