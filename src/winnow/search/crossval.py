@@ -109,9 +109,9 @@ def cross_validate(
     split). Returns the pooled ``Rankings`` (first-stage systems and rerankers) and one
     :class:`FoldResult` per fold.
     """
-    judged = [qid for fold in folds for qid in fold.test]
     depth = max(config.recall_at, config.train.candidates)
-    pooled = first_stage_rankings(training, judged, depth)
+    # every judged query: inner splits reach into folds that ``folds`` may not hold
+    pooled = first_stage_rankings(training, training.data.judged_query_ids, depth)
     results = []
     with track_progress("cross-validation folds", len(folds), quiet) as bar:
         for fold in folds:
