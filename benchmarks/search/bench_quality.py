@@ -121,7 +121,12 @@ def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
     data = training.data
     tests = [fold["test"] for _, fold, _ in order]
     scores = cross_validated(
-        data.qrels, rankings, tests, METRICS, config.train.cv.bootstrap_resamples, config.seed
+        data.qrels,
+        rankings,
+        tests,
+        METRICS,
+        resamples=config.train.cv.bootstrap_resamples,
+        seed=config.seed,
     )
     dense = {q: [d for d in training.candidates[q] if d] for q in data.judged_query_ids}
     shuffled = shuffled_ndcg(data.qrels, dense, config.train.candidates)
