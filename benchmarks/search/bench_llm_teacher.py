@@ -72,30 +72,6 @@ def graded_lists(data, query_ids, candidates):
     return build_candidate_lists(data, query_ids, QrelsJudge(data.qrels), run, k=run.shape[1])
 
 
-def generated_lists(data, generated, excluded_docs: set[str], limit: int | None, seed: int):
-    """Lists of generated queries: the source passage (grade 3) and its hard negatives (0)."""
-    from winnow.search.cross_encoder import CandidateList
-
-    kept = [g for g in generated if g.source_doc_id not in excluded_docs]
-    if limit is not None and len(kept) > limit:
-        order = np.random.default_rng(seed).permutation(len(kept))[:limit]
-        kept = [kept[i] for i in sorted(order)]
-    lists = []
-    for query in kept:
-        passages = data.passages_of([query.source_doc_id, *query.negatives])
-        labels = np.array([3.0] + [0.0] * (len(passages) - 1))
-        lists.append(
-            CandidateList(
-                query_id=query.query_id,
-                query=query.text,
-                doc_ids=tuple(p.id for p in passages),
-                docs=tuple(p.text for p in passages),
-                labels=labels,
-            )
-        )
-    return lists
-
-
 def judge_quality(scores: dict, data, query_ids) -> dict:
     """AUC (grade >= 2 vs the rest, judged candidates only) and mean nDCG@10 of ``scores``
     (sklearn: raw grades as gains, ideal order of the candidates; ranx is not needed where the
@@ -134,7 +110,7 @@ def run(args) -> None:
 
     from winnow.search.datasets import load_beir
     from winnow.search.llm_teacher import LLMRelevanceTeacher
-    from winnow.search.query_filters import read_generated
+    from winnow.search.query_filters import generated_candidate_lists, read_generated
 
     torch.set_num_threads(args.threads)
     inputs = json.loads((args.inputs / "inputs.json").read_text())
@@ -179,7 +155,9 @@ def run(args) -> None:
         trials = []
         for choice in choices:
             overrides = {k: v for k, v in choice.items() if k != "generated"}
-            extra = generated_lists(data, generated, held_docs, choice.get("generated"), index)
+            extra = generated_candidate_lists(
+                data, generated, held_docs, choice.get("generated"), index
+            )
             lists = graded + extra
             teacher = LLMRelevanceTeacher(**{**settings, **overrides}).fit(lists)
             inner = score_queries(teacher, data, fold["inner"], candidates)
