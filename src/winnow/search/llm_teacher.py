@@ -52,7 +52,13 @@ from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
 from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
-from winnow.search.cross_encoder import SCALE_MAX, CandidateList, _check_lists, torch_threads
+from winnow.search.cross_encoder import (
+    SCALE_MAX,
+    CandidateList,
+    _check_lists,
+    adamw_with_warmup,
+    torch_threads,
+)
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
 from winnow.search.losses import LOSSES
@@ -459,7 +465,7 @@ class LLMRelevanceTeacher:
             len(lists),
             total,
         )
-        optimizer, schedule = _adamw_with_warmup(self, parameters, total)
+        optimizer, schedule = adamw_with_warmup(parameters, self, total)
         order_rng = np.random.default_rng(self.seed)
         self.model_.train()
         with track_progress(f"training {self.name} LLM teacher", total, self.quiet) as bar:
@@ -485,24 +491,6 @@ class LLMRelevanceTeacher:
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         return total
-
-
-def _adamw_with_warmup(teacher: LLMRelevanceTeacher, parameters: list, total_steps: int):
-    torch = require("torch", "search")
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=teacher.learning_rate,
-        weight_decay=teacher.weight_decay,
-        fused=teacher.device == "cpu" or None,  # one kernel over all tensors on CPU
-    )
-    warmup = int(teacher.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _merge_adapters(model) -> None:
