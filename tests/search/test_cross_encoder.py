@@ -8,10 +8,10 @@ from winnow.search.cross_encoder import (
     CandidateList,
     CrossEncoderTeacher,
     build_candidate_lists,
-    rerank,
 )
 from winnow.search.datasets import load_beir
 from winnow.search.exceptions import SearchInputError
+from winnow.search.reranking import rerank
 from winnow.search.teachers import QrelsJudge
 
 TOPICS = ("cats and kittens", "stock markets", "volcano eruptions")

@@ -25,6 +25,7 @@ Modules, one concept each (import from them; nothing heavy loads until it is use
 - ``summaries``: query-independent extractive summaries (compressed item text, made offline).
 - ``stack``: the serving stack: dynamic int8, prefill-only batch scoring, throughput at a p99
   latency budget.
+- ``fitting``: what trained rankers share: parameter checks, torch threads, AdamW with warmup.
 - ``reranking``: saved teachers and students found and loaded; reranking a first stage's top k.
 - ``config``, ``jobs``, ``training``, ``cli``, ``demo``: ``winnow search
   index|train|eval|gen-queries`` and the demo step.
@@ -44,6 +45,7 @@ __all__ = [
     "crossval",
     "datasets",
     "embed",
+    "fitting",
     "folds",
     "jobs",
     "llm_teacher",

@@ -45,10 +45,8 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +57,15 @@ from winnow.common.runs import atomic_write_text
 from winnow.search.datasets import BeirDataset, Query
 from winnow.search.embed import MINILM_ID
 from winnow.search.exceptions import SearchInputError
+from winnow.search.fitting import (
+    adamw_with_warmup,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_positive,
+    check_unit_interval,
+    torch_threads,
+)
 from winnow.search.losses import LOSSES
 
 __all__ = [
@@ -66,12 +73,9 @@ __all__ = [
     "SCALE_MAX",
     "CandidateList",
     "CrossEncoderTeacher",
-    "adamw_with_warmup",
     "build_candidate_lists",
     "load_cross_encoder",
     "load_zero_shot_encoder",
-    "rerank",
-    "torch_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,31 +214,20 @@ class CrossEncoderTeacher:
         quiet: bool = False,
         trainable_layers: int | None = None,
     ):
-        if loss not in LOSSES:
-            raise SearchInputError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
-        if head not in HEADS:
-            raise SearchInputError(f"head must be one of {sorted(HEADS)}; got {head!r}")
+        check_choice("loss", loss, LOSSES)
+        check_choice("head", head, HEADS)
         for label, value, low in (
             ("max_length", max_length, 8),
             ("epochs", epochs, 0),
             ("lists_per_step", lists_per_step, 1),
             ("forward_batch_size", forward_batch_size, 1),
         ):
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-                raise SearchInputError(f"{label} must be an int >= {low}; got {value!r}")
-        for label, value in (("temperature", temperature), ("learning_rate", learning_rate)):
-            if not isinstance(value, Real) or value <= 0:
-                raise SearchInputError(f"{label} must be a number > 0; got {value!r}")
-        if not 0 <= warmup_ratio < 1:
-            raise SearchInputError(f"warmup_ratio must be in [0, 1); got {warmup_ratio!r}")
-        if trainable_layers is not None and (
-            not isinstance(trainable_layers, Integral) or trainable_layers < 0
-        ):
-            raise SearchInputError(
-                f"trainable_layers must be None or an int >= 0; got {trainable_layers!r}"
-            )
-        if num_threads is not None and (not isinstance(num_threads, Integral) or num_threads < 1):
-            raise SearchInputError(f"num_threads must be None or an int >= 1; got {num_threads!r}")
+            check_int(label, value, low)
+        check_positive("temperature", temperature)
+        check_positive("learning_rate", learning_rate)
+        check_unit_interval("warmup_ratio", warmup_ratio)
+        check_optional_int("trainable_layers", trainable_layers, 0)
+        check_optional_int("num_threads", num_threads, 1)
         self.model = model
         self.name = name
         self.head = head
@@ -438,27 +431,6 @@ class CrossEncoderTeacher:
         return sorted_scores[inverse]
 
 
-def rerank(
-    scorer: CrossEncoderTeacher, data: BeirDataset, query_ids: Sequence[str], ranked_ids
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder each query's candidates by ``scorer.score``.
-
-    Shape: ``ranked_ids [q, k]`` str (``""`` slots stay last) -> ``(ids [q, k] str,
-    scores [q, k] float32)``, best first; empty slots hold ``""`` and ``-inf``.
-    """
-    ranked_ids = np.asarray(ranked_ids)
-    subset = data.with_queries(query_ids)
-    ids = np.full(ranked_ids.shape, "", dtype=object)
-    scores = np.full(ranked_ids.shape, -np.inf, dtype=np.float32)
-    for row, (text, candidates) in enumerate(zip(subset.query_texts, ranked_ids, strict=True)):
-        passages = data.passages_of(doc for doc in candidates.tolist() if doc != "")
-        values = scorer.score(text, passages)
-        order = np.argsort(-values, kind="stable")
-        ids[row, : len(order)] = [passages[i].id for i in order]
-        scores[row, : len(order)] = values[order]
-    return ids.astype(str), scores
-
-
 def load_cross_encoder(location: str, max_length: int, device: str):
     """A one-output CrossEncoder with an identity activation (raw scores, any loss), from a
     hub id or folder; shared by the teachers and the student ranker."""
@@ -488,42 +460,6 @@ def load_zero_shot_encoder(location: str, max_length: int, device: str):
 
 
 HEADS: dict[str, Callable] = {"fresh": load_cross_encoder, "zero_shot": load_zero_shot_encoder}
-
-
-def adamw_with_warmup(parameters: list, settings, total_steps: int):
-    """AdamW over ``parameters`` with linear warmup (``settings.warmup_ratio`` of the steps) and
-    linear decay to 0; ``settings`` holds ``learning_rate``, ``weight_decay``,
-    ``warmup_ratio`` and ``device`` (a teacher). Shared by every ranker that trains here."""
-    torch = require("torch", "search")
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        fused=settings.device == "cpu" or None,  # one kernel over all tensors: 5-10x on CPU
-    )
-    warmup = int(settings.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Use ``count`` torch CPU threads inside the block, then restore; ``None`` changes nothing."""
-    if count is None:
-        yield
-        return
-    torch = require("torch", "search")
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_lists(lists: Sequence[CandidateList]) -> list[CandidateList]:

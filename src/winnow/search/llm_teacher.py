@@ -43,7 +43,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -52,15 +52,18 @@ from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
 from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
-from winnow.search.cross_encoder import (
-    SCALE_MAX,
-    CandidateList,
-    _check_lists,
-    adamw_with_warmup,
-    torch_threads,
-)
+from winnow.search.cross_encoder import SCALE_MAX, CandidateList, _check_lists
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
+from winnow.search.fitting import (
+    adamw_with_warmup,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_positive,
+    check_unit_interval,
+    torch_threads,
+)
 from winnow.search.losses import LOSSES
 from winnow.search.serving import answer_token_ids, score_with_prefix_cache
 
@@ -244,12 +247,8 @@ class LLMRelevanceTeacher:
         device: str = "cpu",
         quiet: bool = False,
     ):
-        if finetune not in FINETUNING:
-            raise SearchInputError(
-                f"finetune must be one of {sorted(FINETUNING)}; got {finetune!r}"
-            )
-        if loss not in LOSSES:
-            raise SearchInputError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+        check_choice("finetune", finetune, FINETUNING)
+        check_choice("loss", loss, LOSSES)
         for label, value, low in (
             ("lora_rank", lora_rank, 1),
             ("max_passage_tokens", max_passage_tokens, 1),
@@ -257,29 +256,19 @@ class LLMRelevanceTeacher:
             ("lists_per_step", lists_per_step, 1),
             ("forward_batch_size", forward_batch_size, 1),
         ):
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-                raise SearchInputError(f"{label} must be an int >= {low}; got {value!r}")
+            check_int(label, value, low)
         for label, value in (
             ("temperature", temperature),
             ("learning_rate", learning_rate),
             ("lora_alpha", lora_alpha),
         ):
-            if not isinstance(value, Real) or value <= 0:
-                raise SearchInputError(f"{label} must be a number > 0; got {value!r}")
+            check_positive(label, value)
         if not isinstance(pointwise_weight, Real) or pointwise_weight < 0:
             raise SearchInputError(f"pointwise_weight must be >= 0; got {pointwise_weight!r}")
-        if not 0 <= warmup_ratio < 1:
-            raise SearchInputError(f"warmup_ratio must be in [0, 1); got {warmup_ratio!r}")
-        if not 0 <= lora_dropout < 1:
-            raise SearchInputError(f"lora_dropout must be in [0, 1); got {lora_dropout!r}")
-        if trainable_layers is not None and (
-            not isinstance(trainable_layers, Integral) or trainable_layers < 1
-        ):
-            raise SearchInputError(
-                f"trainable_layers must be None or an int >= 1; got {trainable_layers!r}"
-            )
-        if num_threads is not None and (not isinstance(num_threads, Integral) or num_threads < 1):
-            raise SearchInputError(f"num_threads must be None or an int >= 1; got {num_threads!r}")
+        check_unit_interval("warmup_ratio", warmup_ratio)
+        check_unit_interval("lora_dropout", lora_dropout)
+        check_optional_int("trainable_layers", trainable_layers, 1)
+        check_optional_int("num_threads", num_threads, 1)
         self.model = model
         self.gguf_file = gguf_file
         self.name = name

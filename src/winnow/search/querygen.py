@@ -28,7 +28,6 @@ import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from numbers import Integral
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -38,9 +37,9 @@ from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
 from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
-from winnow.search.cross_encoder import torch_threads
 from winnow.search.datasets import jsonl_records
 from winnow.search.exceptions import DatasetFormatError, SearchInputError
+from winnow.search.fitting import check_int, torch_threads
 
 __all__ = [
     "DEFAULT_GENERATION_CACHE",
@@ -131,11 +130,6 @@ def _passage_seed(random_state: int, text: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-        raise SearchInputError(f"{name} must be an int >= {low}; got {value!r}")
-
-
 class ExtractiveQueryGenerator:
     """Queries of a passage's most distinctive words (see the module doc).
 
@@ -150,8 +144,8 @@ class ExtractiveQueryGenerator:
     method = "extractive"
 
     def __init__(self, min_words: int = 3, max_words: int = 8, random_state: int = 0):
-        _check_int("min_words", min_words, 1)
-        _check_int("max_words", max_words, min_words)
+        check_int("min_words", min_words, 1)
+        check_int("max_words", max_words, min_words)
         self.min_words = min_words
         self.max_words = max_words
         self.random_state = random_state
@@ -179,7 +173,7 @@ class ExtractiveQueryGenerator:
         than ``min_words`` distinct content words."""
         if not hasattr(self, "idf_"):
             raise SearchInputError("ExtractiveQueryGenerator is not fitted; call .fit(corpus)")
-        _check_int("per_passage", per_passage, 1)
+        check_int("per_passage", per_passage, 1)
         return [self._queries(text, per_passage) for text in passages]
 
     def _queries(self, text: str, per_passage: int) -> list[str]:
@@ -293,7 +287,7 @@ class LLMQueryGenerator:
             ("max_words", max_words, min_words),
             ("copy_words", copy_words, 1),
         ):
-            _check_int(name, value, low)
+            check_int(name, value, low)
         if do_sample and not (temperature > 0 and 0 < top_p <= 1):
             raise SearchInputError(
                 f"sampling needs temperature > 0 and 0 < top_p <= 1; got {temperature}, {top_p}"
@@ -383,7 +377,7 @@ class LLMQueryGenerator:
         self, passages: Sequence[str], per_passage: int = 1, quiet: bool = False
     ) -> list[list[str]]:
         """``per_passage`` decoded continuations per passage, before cleaning (cached)."""
-        _check_int("per_passage", per_passage, 1)
+        check_int("per_passage", per_passage, 1)
         if per_passage > 1 and not self.do_sample:
             raise SearchInputError(
                 f"per_passage={per_passage} needs do_sample=True (greedy decoding repeats "

@@ -55,10 +55,10 @@ from winnow.search.cross_encoder import (
     CandidateList,
     CrossEncoderTeacher,
     load_cross_encoder,
-    torch_threads,
 )
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
+from winnow.search.fitting import torch_threads
 from winnow.search.losses import LOSSES, TARGET_NORMS
 
 __all__ = [

@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from winnow.common.extras import require
-from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher, rerank
+from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher
 from winnow.search.datasets import BeirDataset
 from winnow.search.exceptions import SavedArtifactError
 from winnow.search.ranker import STUDENT_FILE, StudentRanker
 
-__all__ = ["RerankTiming", "SavedRanker", "load_ranker", "load_rankers", "rerank_depth"]
+__all__ = [
+    "RerankTiming",
+    "SavedRanker",
+    "load_ranker",
+    "load_rankers",
+    "rerank",
+    "rerank_depth",
+]
 
 MODEL_CONFIG = "config.json"
 TRAIN_AGAIN = "train it again (`winnow search train`) or pass another folder"
@@ -154,6 +162,27 @@ def _holds_model(folder: Path) -> bool:
     return folder.is_dir() and any(
         (folder / name).is_file() for name in (MODEL_CONFIG, STUDENT_FILE, TEACHER_FILE)
     )
+
+
+def rerank(
+    scorer: CrossEncoderTeacher, data: BeirDataset, query_ids: Sequence[str], ranked_ids
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each query's candidates by ``scorer.score``.
+
+    Shape: ``ranked_ids [q, k]`` str (``""`` slots stay last) -> ``(ids [q, k] str,
+    scores [q, k] float32)``, best first; empty slots hold ``""`` and ``-inf``.
+    """
+    ranked_ids = np.asarray(ranked_ids)
+    subset = data.with_queries(query_ids)
+    ids = np.full(ranked_ids.shape, "", dtype=object)
+    scores = np.full(ranked_ids.shape, -np.inf, dtype=np.float32)
+    for row, (text, candidates) in enumerate(zip(subset.query_texts, ranked_ids, strict=True)):
+        passages = data.passages_of(doc for doc in candidates.tolist() if doc != "")
+        values = scorer.score(text, passages)
+        order = np.argsort(-values, kind="stable")
+        ids[row, : len(order)] = [passages[i].id for i in order]
+        scores[row, : len(order)] = values[order]
+    return ids.astype(str), scores
 
 
 def rerank_depth(
