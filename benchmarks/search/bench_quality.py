@@ -39,6 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "search_quality.json"
 LLM_RESULTS = ROOT / "benchmarks" / "results" / "search_llm_teacher_gpu.json"
 SERVED = "student_both+int8"
 TEACHERS = ("relevance_teacher", "engagement_teacher")
+PER_FOLD = ("fold_queries", "chosen", "train_seconds", "items_per_s")
 
 
 def shuffled_ndcg(qrels, dense: dict, depth: int, draws: int = 50) -> dict[str, float]:
@@ -106,20 +107,24 @@ def run_folds(config: SearchConfig, indices: list[int], out: Path) -> None:
 def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
     """Pool the parts' rankings over all folds into ``search_quality.json``."""
     records = [json.loads(part.read_text()) for part in parts]
-    order = sorted(
-        (index, fold, record)
-        for record in records
-        for index, fold in zip(record["folds"], record["fold_queries"], strict=True)
+    entries = sorted(
+        (
+            (index, {key: record[key][position] for key in PER_FOLD})
+            for record in records
+            for position, index in enumerate(record["folds"])
+        ),
+        key=lambda entry: entry[0],
     )
-    if [index for index, _, _ in order] != list(range(config.train.cv.folds)):
-        raise SystemExit(f"parts cover folds {[i for i, _, _ in order]}, not all folds")
+    if [index for index, _ in entries] != list(range(config.train.cv.folds)):
+        raise SystemExit(f"parts cover folds {[i for i, _ in entries]}, not all folds")
+    per_fold = [entry for _, entry in entries]
     rankings: dict = {}
     for record in records:
         for name, ranked in record["rankings"].items():
             rankings.setdefault(name, {}).update(ranked)
     training = prepare_training(config, quiet=True)
     data = training.data
-    tests = [fold["test"] for _, fold, _ in order]
+    tests = [entry["fold_queries"]["test"] for entry in per_fold]
     scores = cross_validated(
         data.qrels,
         rankings,
@@ -153,21 +158,15 @@ def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
             and pooled[SERVED] >= pooled["dense"],
         },
     }
-    by_fold = {index: record for index, _, record in order}
-    fold_in_record = {index: record["folds"].index(index) for index, _, record in order}
     return {
         "summary": summary,
         "metrics": scores.pooled,
         "per_fold_ndcg10": {name: v["ndcg@10"] for name, v in scores.per_fold.items()},
-        "chosen_per_fold": [by_fold[i]["chosen"][fold_in_record[i]] for i in sorted(by_fold)],
-        "train_seconds_per_fold": [
-            by_fold[i]["train_seconds"][fold_in_record[i]] for i in sorted(by_fold)
-        ],
-        "rerank_items_per_s_per_fold": [
-            by_fold[i]["items_per_s"][fold_in_record[i]] for i in sorted(by_fold)
-        ],
+        "chosen_per_fold": [entry["chosen"] for entry in per_fold],
+        "train_seconds_per_fold": [entry["train_seconds"] for entry in per_fold],
+        "rerank_items_per_s_per_fold": [entry["items_per_s"] for entry in per_fold],
         "llm_teacher_gpu": llm_comparison(
-            data.qrels, {"fold_queries": [fold for _, fold, _ in order]}, dense
+            data.qrels, {"fold_queries": [entry["fold_queries"] for entry in per_fold]}, dense
         ),
         "config": config.model_dump(mode="json"),
         "metrics_reported": list(METRICS),

@@ -88,14 +88,16 @@ def choose_on_inner(
 ) -> tuple[int, list[float]]:
     """Index of the candidate ranker with the best nDCG@10 on the ``inner`` queries (first on
     ties), and every candidate's value."""
-    from winnow.search.metrics import cross_validated
+    from winnow.search.metrics import evaluate_run, run_from_rankings
 
     named = {f"choice{i}": ranker for i, ranker in enumerate(candidates)}
     rankings, _ = rerank_rankings(named, training, inner, dense, depth)
-    found = cross_validated(
-        training.data.qrels, {**rankings, "dense": dense}, [inner], ("ndcg@10",), resamples=1
-    )
-    values = [found.pooled[name]["ndcg@10"] for name in named]
+    values = [
+        evaluate_run(training.data.qrels, run_from_rankings(rankings[name]), ("ndcg@10",)).mean[
+            "ndcg@10"
+        ]
+        for name in named
+    ]
     return int(np.argmax(values)), values
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "paired_bootstrap",
     "ranx_metric_name",
     "run_from_arrays",
+    "run_from_rankings",
 ]
 
 GRADED_METRICS = frozenset({"ndcg", "ndcg_burges", "dcg", "dcg_burges"})
@@ -79,11 +80,18 @@ def run_from_arrays(query_ids: Sequence[str], ids: np.ndarray) -> dict[str, dict
         raise SearchInputError(
             f"ids must be [n_queries, k] with n_queries={len(query_ids)}; got {ids.shape}"
         )
-    run: dict[str, dict[str, float]] = {}
-    for qid, row in zip(query_ids, ids, strict=True):
-        ranked = [doc for doc in row.tolist() if doc != ""]
-        run[str(qid)] = {doc: 1.0 / rank for rank, doc in enumerate(ranked, start=1)}
-    return run
+    return run_from_rankings(
+        {str(qid): row.tolist() for qid, row in zip(query_ids, ids, strict=True)}
+    )
+
+
+def run_from_rankings(rankings: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """A ranx-style run from ``{qid: ranked doc ids}`` of any lengths: the document at rank
+    ``r`` (from 1) scores ``1 / r``; ``""`` slots are skipped."""
+    return {
+        str(qid): {doc: 1.0 / r for r, doc in enumerate((d for d in ids if d != ""), start=1)}
+        for qid, ids in rankings.items()
+    }
 
 
 def evaluate_run(
@@ -216,10 +224,7 @@ def cross_validated(
                 f"system {system!r} has no ranking for {len(missing)} held-out queries, e.g. "
                 f"{missing[:3]}; every system must rank every test query of every fold"
             )
-        ids = [list(ranked[qid]) for qid in query_ids]
-        width = max(1, max(len(row) for row in ids))
-        padded = np.array([row + [""] * (width - len(row)) for row in ids], dtype=object)
-        found = evaluate_run(qrels, run_from_arrays(query_ids, padded), metrics)
+        found = evaluate_run(qrels, run_from_rankings({q: ranked[q] for q in query_ids}), metrics)
         if found.excluded:
             raise SearchInputError(f"held-out queries without judgments: {found.excluded[:3]}")
         per_query[system] = found.per_query

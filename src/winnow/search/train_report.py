@@ -18,8 +18,7 @@ def cross_validation_rows(scores) -> list[dict]:
     rows = []
     for system, pooled in scores.pooled.items():
         gap = scores.versus.get(system, {}).get("ndcg@10")
-        interval = "" if gap is None else f"{gap['difference']:+.3f} [{gap['low']:+.3f}, "
-        interval += "" if gap is None else f"{gap['high']:+.3f}]"
+        interval = "" if gap is None else _interval(gap)
         folds = " ".join(f"{v:.2f}" for v in scores.per_fold[system]["ndcg@10"])
         rows.append(
             {
@@ -102,3 +101,7 @@ def cross_validation_section(
         + f"![loss](plots/{curves.name})\n"
     )
     return ReportSection(markdown, summary)
+
+
+def _interval(gap: dict) -> str:
+    return f"{gap['difference']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
