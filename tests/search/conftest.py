@@ -58,9 +58,32 @@ def tiny_causal_lm(family: str, vocab_size: int, seed: int = 0):
     return model.float().eval()
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}:\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """The character tokenizer with a plain chat template (``role:\\n content``)."""
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def llama_folder(tmp_path_factory, chat_tokenizer):
+    """A saved tiny random Llama with the chat tokenizer: a model folder as a hub would give."""
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tiny_causal_lm("llama", len(chat_tokenizer), seed=5).save_pretrained(folder)
+    chat_tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session", params=["qwen2", "llama"])

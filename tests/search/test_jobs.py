@@ -4,11 +4,12 @@ import json
 
 import faiss
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from winnow.cli import app
 from winnow.common.config import load_config
-from winnow.search.config import SearchConfig
+from winnow.search.config import SearchConfig, TrainConfig
 from winnow.search.datasets import load_beir
 from winnow.search.jobs import evaluated_queries, select_corpus
 
@@ -135,3 +136,42 @@ def test_train_then_eval_reports_every_reranker(tmp_path):
     systems = json.loads((evaluation / "metrics.json").read_text())["summary"]["systems"]
     assert {f"dense+{name}" for name in trained} <= set(systems)
     assert "| dense+student_both |" in (evaluation / "report.md").read_text()
+
+
+def test_an_llm_teacher_joins_training_and_a_student_distils_it(tmp_path, llama_folder):
+    """train.llm_teacher (a tiny random Llama folder, answers y/n): it is cross-validated,
+    weighted by a student, saved, and reranked by `search eval`."""
+    tiny = [
+        *slice_flags(tmp_path),
+        *("--set", "train.candidates=4", "--set", "train.teacher.epochs=0"),
+        *("--set", "train.teacher.max_length=32", "--set", "train.student.epochs=1"),
+        *("--set", "train.student.max_length=32", "--set", "train.clicks.sessions=20"),
+        *("--set", "train.cv.folds=2", "--set", "train.cv.bootstrap_resamples=200"),
+        *("--set", f"train.llm_teacher.model={llama_folder}", "--set", "train.llm_teacher.yes=y"),
+        *("--set", "train.llm_teacher.no=n", "--set", "train.llm_teacher.epochs=1"),
+        *("--set", "train.llm_teacher.max_passage_tokens=48"),
+        *("--set", "train.llm_teacher.trainable_layers=1"),
+        *("--set", "train.students.from_llm.llm=1.0", "--set", "train.cv.choices={}"),
+    ]
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    (run,) = out.iterdir()
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    assert {"llm_teacher", "student_from_llm"} <= set(summary["pooled"])
+    assert 0 <= summary["pooled"]["llm_teacher"]["ndcg@10"] <= 1
+    saved = tmp_path / "models" / "llm_teacher"
+    assert (saved / "winnow_llm_teacher.json").is_file()
+    assert (saved / "trained_weights.safetensors").is_file()
+    result = runner.invoke(app, ["search", "eval", "--out", str(out), "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    (evaluation,) = [p for p in out.iterdir() if p.name.startswith("search-eval")]
+    record = json.loads((evaluation / "metrics.json").read_text())
+    assert "dense+llm_teacher" in record["summary"]["systems"]
+
+
+def test_students_weighting_the_llm_need_the_llm_teacher():
+    with pytest.raises(ValidationError, match=r"students\.mine weights the 'llm' teacher"):
+        TrainConfig(students={"mine": {"llm": 1.0}})
+    with pytest.raises(ValidationError, match=r"cv\.choices\.llm_teacher"):
+        TrainConfig(cv={"choices": {"llm_teacher": [{"epochs": 0}]}})

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.search.conftest import char_tokenizer, tiny_causal_lm
 from winnow.search import causal_lm
 from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
 from winnow.search.cross_encoder import CandidateList
@@ -19,10 +18,6 @@ from winnow.search.llm_teacher import (
     relevance_prompt_ids,
 )
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}:\n{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant:\n{% endif %}"
-)
 PROMPT = {"policy": "answer y if the passage answers the query, else n.", "question": "ok?"}
 SETTINGS = {**PROMPT, "yes": "y", "no": "n", "forward_batch_size": 3, "quiet": True}
 LISTS = [
@@ -49,21 +44,6 @@ LISTS = [
         scale="probability",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer():
-    tokenizer = char_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory, chat_tokenizer):
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    tiny_causal_lm("llama", len(chat_tokenizer), seed=5).save_pretrained(folder)
-    chat_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def full_lm_margins(teacher, query, docs):

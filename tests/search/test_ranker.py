@@ -190,6 +190,33 @@ def test_save_load_round_trip(both, tmp_path):
     assert StudentRanker.load(tmp_path / "raw").target_norm == "none"
 
 
+def test_a_zero_shot_head_student_starts_from_the_pruned_segment_cosine(tmp_path):
+    """Before any step its scores are the pruned encoder's scaled segment cosine (it ranks at
+    once); it distils, saves and loads as the zero-shot kind, with the learnt scale."""
+    from winnow.search.zero_shot import INITIAL_SCALE, ZeroShotCrossEncoder, load_zero_shot
+
+    lists = tiny_lists()
+    student = make_student(head="zero_shot", epochs=1, learning_rate=1e-3)
+    untrained = make_student(head="zero_shot", learning_rate=1e-12, warmup_ratio=0.0, epochs=1)
+    untrained.fit(lists[:1], {"relevance": tiny_scores()["relevance"][:1]})
+    reference = load_zero_shot(CrossEncoderTeacher().model_location(), 32, "cpu")
+    reference.model.bert.encoder.layer = reference.model.bert.encoder.layer[:2]
+    docs = lists[0].docs
+    with torch.no_grad():
+        features = reference.preprocess([(lists[0].query, d) for d in docs])
+        expected = reference(features)["scores"].double().numpy()
+    np.testing.assert_allclose(untrained.score(lists[0].query, docs), expected, atol=1e-4)
+    scale = untrained.network_.model_.model.log_scale.detach().exp()
+    assert abs(float(scale) - INITIAL_SCALE) < 1e-6
+    student.fit(lists, tiny_scores())
+    assert isinstance(student.network_.model_, ZeroShotCrossEncoder)
+    student.save(tmp_path / "zs")
+    loaded = StudentRanker.load(tmp_path / "zs")
+    assert loaded.head == "zero_shot" and isinstance(loaded.network_.model_, ZeroShotCrossEncoder)
+    assert len(loaded.network_.model_.model.bert.encoder.layer) == 2
+    np.testing.assert_allclose(loaded.score("volcano", docs), student.score("volcano", docs))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

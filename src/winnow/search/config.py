@@ -17,6 +17,7 @@ __all__ = [
     "EncoderConfig",
     "GeneratedQueriesConfig",
     "JudgeConfig",
+    "LLMTeacherConfig",
     "RetrievalConfig",
     "SearchConfig",
     "StudentConfig",
@@ -133,10 +134,39 @@ class TeacherConfig(Config):
     )
 
 
+class LLMTeacherConfig(Config):
+    """An optional third teacher: a causal LM's yes/no answer margin, fine-tuned on the
+    relevance teacher's lists (:class:`~winnow.search.llm_teacher.LLMRelevanceTeacher`)."""
+
+    model: str | None = Field(
+        None, description="hub id or folder; null = the bundled SmolLM2-135M-Instruct GGUF"
+    )
+    gguf_file: str | None = Field(None, description="GGUF file inside the model folder/repo")
+    yes: str = Field("Yes", description="the answer read as relevant: one token of the model")
+    no: str = Field("No", description="the answer read as not relevant: one token of the model")
+    chat_template: bool = Field(True, description="wrap the prompt in the model's chat template")
+    finetune: Literal["lora", "top_layers"] = "lora"
+    trainable_layers: int | None = Field(
+        2, ge=1, description="top decoder layers adapted; null = all (slower, more memory)"
+    )
+    epochs: int = Field(2, ge=0, description="0 = the model as loaded (zero-shot)")
+    learning_rate: float = Field(2e-4, gt=0)
+    lora_rank: int = Field(8, ge=1)
+    max_passage_tokens: int = Field(160, ge=1)
+    forward_batch_size: int = Field(16, ge=1, description="candidates per forward pass")
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
+
+
 class StudentConfig(Config):
     """The student: a layer-pruned cross-encoder on short inputs, distilled from the teachers."""
 
     num_layers: int = Field(2, ge=1)
+    head: Literal["fresh", "zero_shot"] = Field(
+        "fresh",
+        description="fresh: a new linear head (random ranking before training); zero_shot: the "
+        "pruned encoder's segment cosine, so distillation starts from a ranking",
+    )
     max_length: int = Field(96, ge=8)
     epochs: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
@@ -149,7 +179,7 @@ class StudentConfig(Config):
     loss: Literal["listwise", "mse"] = "listwise"
 
 
-CHOICE_ROLES = ("relevance_teacher", "engagement_teacher", "student")
+CHOICE_ROLES = ("relevance_teacher", "engagement_teacher", "llm_teacher", "student")
 
 
 class CrossValidationConfig(Config):
@@ -253,12 +283,16 @@ class GeneratedQueriesConfig(Config):
 
 
 class TrainConfig(Config):
-    """``winnow search train``: two teachers, then one student per teacher-weight setting."""
+    """``winnow search train``: two teachers (three with ``llm_teacher``), then one student per
+    teacher-weight setting."""
 
     candidates: int = Field(30, ge=2, description="dense top-k reranked per query")
     judge: JudgeConfig = JudgeConfig()
     clicks: ClicksConfig = ClicksConfig()
     teacher: TeacherConfig = TeacherConfig()
+    llm_teacher: LLMTeacherConfig | None = Field(
+        None, description="a causal-LM relevance teacher beside the two cross-encoders; null = none"
+    )
     cv: CrossValidationConfig = CrossValidationConfig()
     student: StudentConfig = StudentConfig()
     students: dict[str, dict[str, float]] = Field(
@@ -280,13 +314,25 @@ class TrainConfig(Config):
     @classmethod
     def _weights_known(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         for name, weights in value.items():
-            unknown = set(weights) - {"relevance", "engagement"}
+            unknown = set(weights) - {"relevance", "engagement", "llm"}
             if unknown or not any(w > 0 for w in weights.values()):
                 raise ValueError(
-                    f"students.{name} must weight 'relevance' and/or 'engagement' (>= 0, one "
-                    f"> 0); got {weights}"
+                    f"students.{name} must weight 'relevance', 'engagement' and/or 'llm' (>= 0, "
+                    f"one > 0); got {weights}"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _llm_weight_needs_the_llm_teacher(self) -> TrainConfig:
+        for name, weights in self.students.items():
+            if weights.get("llm", 0) > 0 and self.llm_teacher is None:
+                raise ValueError(
+                    f"students.{name} weights the 'llm' teacher but train.llm_teacher is null; "
+                    "configure train.llm_teacher (e.g. llm_teacher: {}) or drop the weight"
+                )
+        if "llm_teacher" in self.cv.choices and self.llm_teacher is None:
+            raise ValueError("cv.choices.llm_teacher needs train.llm_teacher to be configured")
+        return self
 
 
 class SearchConfig(Config):

@@ -46,17 +46,24 @@ def plot_per_query(first: dict[str, float], second: dict[str, float], metric: st
 
 
 def plot_loss_curves(histories: dict[str, list[float]], window: int = 10) -> Figure:
-    """Training loss per step of each model, as a moving average over ``window`` steps."""
+    """Training loss per step of each model, as a moving average over ``window`` steps; models
+    that took no step (``epochs: 0``) are named in the title, not drawn."""
     fig = Figure(figsize=(7.0, 3.6), layout="constrained")
     ax = fig.add_subplot()
+    untrained = [name for name, history in histories.items() if not len(history)]
+    if untrained:
+        ax.set_title(f"not trained (as loaded): {', '.join(untrained)}", fontsize=9)
     for name, history in histories.items():
         values = np.asarray(history, dtype=float)
+        if not values.size:
+            continue
         width = max(1, min(window, values.size))
         smooth = np.convolve(values, np.ones(width) / width, mode="valid")
         ax.plot(np.arange(smooth.size) + width, smooth, label=name, linewidth=1.2)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"loss ({window}-step mean)")
-    ax.legend(fontsize=8)
+    if len(untrained) < len(histories):
+        ax.legend(fontsize=8)
     return fig
 
 

@@ -1,8 +1,9 @@
 """Student ranker: a pruned, short-input cross-encoder distilled from several teachers.
 
 The student is the network of :class:`~winnow.search.cross_encoder.CrossEncoderTeacher` (the
-bundled all-MiniLM-L6-v2 encoder with a fresh one-output head, or any BERT-style folder, e.g. a
-trained teacher) cut down twice to be cheaper to serve:
+bundled all-MiniLM-L6-v2 encoder, or any BERT-style folder, e.g. a trained teacher, with a fresh
+one-output head or the zero-shot segment-cosine head, ``head``) cut down twice to be cheaper to
+serve:
 
 - **structured layer pruning**: only the first ``num_layers`` transformer layers are kept
   (default 2 of 6, about a third of the encoder's compute per token);
@@ -51,11 +52,7 @@ import numpy as np
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
-from winnow.search.cross_encoder import (
-    CandidateList,
-    CrossEncoderTeacher,
-    load_cross_encoder,
-)
+from winnow.search.cross_encoder import HEADS, CandidateList, CrossEncoderTeacher
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
 from winnow.search.fitting import torch_threads
@@ -126,6 +123,10 @@ class StudentRanker:
         model: ``None`` for the bundled all-MiniLM-L6-v2, or a hub id / folder of a BERT-style
             checkpoint or cross-encoder (e.g. a saved teacher); its first ``num_layers`` kept.
         num_layers: transformer layers kept (structured pruning), at most the model's.
+        head: ``"fresh"`` (a new linear head on ``[CLS]``: ranks at random before training) or
+            ``"zero_shot"`` (the scaled cosine of the query and passage segments of the pruned
+            encoder: distillation starts from a ranking); see
+            :data:`~winnow.search.cross_encoder.HEADS`.
         max_length: word pieces per ``(query, passage)`` pair, truncated longest-first.
         teacher_weights: ``{teacher name: weight >= 0}``, at least one weight > 0; ``None``
             means ``DEFAULT_TEACHER_WEIGHTS``.
@@ -145,6 +146,7 @@ class StudentRanker:
         self,
         model: str | Path | None = None,
         num_layers: int = 2,
+        head: str = "fresh",
         max_length: int = 96,
         teacher_weights: Mapping[str, float] | None = None,
         loss: str = "listwise",
@@ -181,6 +183,7 @@ class StudentRanker:
             )
         self.model = model
         self.num_layers = num_layers
+        self.head = head
         self.max_length = max_length
         self.teacher_weights = weights
         self.loss = loss
@@ -218,7 +221,7 @@ class StudentRanker:
         )
         with torch_threads(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = load_cross_encoder(network.model_location(), self.max_length, self.device)
+            model = HEADS[self.head](network.model_location(), self.max_length, self.device)
             network.model_ = prune_layers(model, self.num_layers)
             self.network_ = network
             self.history_: list[float] = []
@@ -278,7 +281,7 @@ class StudentRanker:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         student = cls(**{**record["params"], **overrides, "model": str(path)})
         network = student._network()
-        model = load_cross_encoder(str(path), student.max_length, student.device)
+        model = HEADS[student.head](str(path), student.max_length, student.device)
         network.model_ = prune_layers(model, student.num_layers)
         network.model_.eval()
         student.network_ = network

@@ -21,6 +21,8 @@ from winnow.common.extras import require
 from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher
 from winnow.search.datasets import BeirDataset
 from winnow.search.exceptions import SavedArtifactError
+from winnow.search.llm_teacher import TEACHER_FILE as LLM_TEACHER_FILE
+from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.ranker import STUDENT_FILE, StudentRanker
 
 __all__ = [
@@ -33,28 +35,32 @@ __all__ = [
 ]
 
 MODEL_CONFIG = "config.json"
+RECORDS = (STUDENT_FILE, TEACHER_FILE, LLM_TEACHER_FILE)  # what `search train` writes per model
 TRAIN_AGAIN = "train it again (`winnow search train`) or pass another folder"
 
 
 @dataclass(frozen=True)
 class SavedRanker:
-    """A reranker loaded from ``path``: a teacher or a student, and its fitted scorer."""
+    """A reranker loaded from ``path``: a teacher, an LLM teacher or a student, and its fitted
+    scorer."""
 
     name: str
     path: Path
     kind: str
-    scorer: CrossEncoderTeacher | StudentRanker
+    scorer: CrossEncoderTeacher | StudentRanker | LLMRelevanceTeacher
 
     def describe(self) -> dict:
-        """Path, kind and the settings that set its cost: layers and input length."""
+        """Path, kind and the settings that set its cost: layers and input length (passage
+        tokens for an LLM teacher)."""
         student = self.kind == "student"
-        cross_encoder = self.scorer.network_.model_ if student else self.scorer.model_
-        record = {
-            "path": str(self.path),
-            "kind": self.kind,
-            "layers": cross_encoder.model.config.num_hidden_layers,
-            "max_length": self.scorer.max_length,
-        }
+        if self.kind == "llm_teacher":
+            layers = self.scorer.model_.config.num_hidden_layers
+            length = self.scorer.max_passage_tokens
+        else:
+            cross_encoder = self.scorer.network_.model_ if student else self.scorer.model_
+            layers = cross_encoder.model.config.num_hidden_layers
+            length = self.scorer.max_length
+        record = {"path": str(self.path), "kind": self.kind, "layers": layers, "max_length": length}
         if student:
             record["teacher_weights"] = self.scorer.teacher_weights
         return record
@@ -75,8 +81,9 @@ class RerankTiming:
 def load_ranker(
     path: str | Path, num_threads: int | None = None, device: str = "cpu"
 ) -> SavedRanker:
-    """The student saved in ``path`` (it holds ``winnow_student.json``), or else the teacher or
-    any other cross-encoder folder there. ``num_threads=None`` keeps the process's setting.
+    """The student saved in ``path`` (it holds ``winnow_student.json``), the LLM teacher
+    (``winnow_llm_teacher.json``), or else the teacher or any other cross-encoder folder there.
+    ``num_threads=None`` keeps the process's setting.
 
     A folder that is not one model (missing, the parent of several models, no
     ``config.json``) or whose files do not load (corrupt JSON, truncated weights) raises a
@@ -85,10 +92,12 @@ def load_ranker(
     path = Path(path)
     _check_model_folder(path)
     settings = {"num_threads": num_threads, "device": device, "quiet": True}
-    student = (path / STUDENT_FILE).is_file()
-    kind, load = (
-        ("student", StudentRanker.load) if student else ("teacher", CrossEncoderTeacher.load)
-    )
+    if (path / STUDENT_FILE).is_file():
+        kind, load = "student", StudentRanker.load
+    elif (path / LLM_TEACHER_FILE).is_file():
+        kind, load = "llm_teacher", LLMRelevanceTeacher.load
+    else:
+        kind, load = "teacher", CrossEncoderTeacher.load
     try:
         scorer = load(path, **settings)
     except _load_failures() as error:
@@ -106,9 +115,7 @@ def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str
     if not folder.is_dir():
         return {}
     found = sorted(
-        child
-        for child in folder.iterdir()
-        if (child / STUDENT_FILE).is_file() or (child / TEACHER_FILE).is_file()
+        child for child in folder.iterdir() if any((child / n).is_file() for n in RECORDS)
     )
     return {child.name: load_ranker(child, num_threads) for child in found}
 
@@ -120,7 +127,7 @@ def _check_model_folder(path: Path) -> None:
             f"reranker folder {path} not found; pass one that `winnow search train` wrote "
             "under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
         )
-    if not (path / MODEL_CONFIG).is_file():
+    if not (path / MODEL_CONFIG).is_file() and not (path / LLM_TEACHER_FILE).is_file():
         models = sorted(child.name for child in path.iterdir() if _holds_model(child))
         if len(models) > 1:
             raise SavedArtifactError(
@@ -135,7 +142,7 @@ def _check_model_folder(path: Path) -> None:
             f"{path} is not a model folder (no {MODEL_CONFIG}); pass one that `winnow search "
             "train` wrote under train.output_dir (or StudentRanker.save / CrossEncoderTeacher.save)"
         )
-    for name in (MODEL_CONFIG, STUDENT_FILE, TEACHER_FILE):
+    for name in (MODEL_CONFIG, *RECORDS):
         file = path / name
         if not file.is_file():
             continue
@@ -159,9 +166,7 @@ def _load_failures() -> tuple[type[Exception], ...]:
 
 
 def _holds_model(folder: Path) -> bool:
-    return folder.is_dir() and any(
-        (folder / name).is_file() for name in (MODEL_CONFIG, STUDENT_FILE, TEACHER_FILE)
-    )
+    return folder.is_dir() and any((folder / name).is_file() for name in (MODEL_CONFIG, *RECORDS))
 
 
 def rerank(

@@ -76,8 +76,9 @@ def cross_encoder_of(ranker):
     network = getattr(ranker, "network_", ranker)
     if not hasattr(network, "model_"):
         raise SearchInputError(
-            f"ranker must be a fitted CrossEncoderTeacher or StudentRanker; got "
-            f"{type(ranker).__name__} without a model; call .fit(...) or .load(path) first"
+            f"ranker must be a fitted CrossEncoderTeacher or StudentRanker (int8 and summaries "
+            f"apply to cross-encoders); got {type(ranker).__name__} without a cross-encoder; "
+            "fit or load one first (.fit(...) or .load(path))"
         )
     return network.model_
 

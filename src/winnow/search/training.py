@@ -6,6 +6,8 @@ the fold's ``fit`` queries as the train split and its ``inner`` queries as the d
 1. The dense first stage retrieves the top ``train.candidates`` of every query.
 2. The **relevance teacher** trains on the judge's grades of the train-split candidates
    (``judge.kind: qrels`` reads the qrels; ``chat`` asks an LLM with the written policy).
+   With ``train.llm_teacher``, a causal-LM teacher (:mod:`winnow.search.llm_teacher`) trains on
+   the same lists, and students may weight it as ``llm``.
 3. The **engagement teacher** trains on IPS-debiased click-through rates from a real log
    (``clicks.log``) or, when none is given, from SIMULATED clicks over the train-split queries
    (:mod:`winnow.search.click_simulator`), labelled as simulated in every output.
@@ -41,6 +43,7 @@ from winnow.search.crossval import Rankings, choose_on_inner, cross_validate
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir
 from winnow.search.folds import make_folds
 from winnow.search.jobs import FirstStage, first_stage
+from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
 from winnow.search.stack import quantize_int8
@@ -54,10 +57,12 @@ __all__ = [
     "final_training",
     "fold_rankers",
     "generated_training_lists",
+    "judged_lists",
     "prepare_training",
     "relevance_judge",
     "run_search_train",
     "save_rankers",
+    "train_llm_teacher",
     "train_section",
     "train_students",
     "train_teacher",
@@ -132,6 +137,16 @@ def engagement_judge(
     return ClickJudge(ips_ctr(log, eta=config.eta)), log
 
 
+def judged_lists(
+    training: TrainingData, judge, extra_lists: list[CandidateList] = ()
+) -> list[CandidateList]:
+    """The judge's labels of the train split's candidate lists, then ``extra_lists`` (already
+    labelled)."""
+    train = training.split.train
+    lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
+    return lists + list(extra_lists)
+
+
 def train_teacher(
     config: SearchConfig,
     training: TrainingData,
@@ -141,15 +156,26 @@ def train_teacher(
     quiet: bool = False,
     extra_lists: list[CandidateList] = (),
 ) -> CrossEncoderTeacher:
-    """One cross-encoder teacher on the judge's labels of the train split's candidate lists
-    (plus ``extra_lists``, already labelled), with ``train.teacher`` settings updated by
-    ``overrides``."""
-    train = training.split.train
-    lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
-    lists += list(extra_lists)
+    """One cross-encoder teacher on :func:`judged_lists`, with ``train.teacher`` settings
+    updated by ``overrides``."""
     settings = {**config.train.teacher.model_dump(), **(overrides or {})}
     teacher = CrossEncoderTeacher(
         name=name, seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
+    )
+    return teacher.fit(judged_lists(training, judge, extra_lists))
+
+
+def train_llm_teacher(
+    config: SearchConfig,
+    lists: list[CandidateList],
+    overrides: dict | None = None,
+    quiet: bool = False,
+) -> LLMRelevanceTeacher:
+    """The causal-LM relevance teacher on ``lists``, with ``train.llm_teacher`` settings updated
+    by ``overrides``."""
+    settings = {**config.train.llm_teacher.model_dump(), **(overrides or {})}
+    teacher = LLMRelevanceTeacher(
+        name="llm", seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
     )
     return teacher.fit(lists)
 
@@ -230,9 +256,9 @@ def fold_rankers(
     """Train one fold's rerankers on ``training.split.train``, choosing each setting listed in
     ``train.cv.choices`` by nDCG@10 on ``training.split.dev`` (the inner split).
 
-    Returns ``({system: ranker}, {system: choice record})``: both teachers, one student per
-    ``train.students`` weighting, and ``student_both+int8`` (the served student, when a
-    ``both`` student is configured).
+    Returns ``({system: ranker}, {system: choice record})``: both teachers (and
+    ``llm_teacher`` when configured), one student per ``train.students`` weighting, and
+    ``student_both+int8`` (the served student, when a ``both`` student is configured).
     """
     judges = {
         "relevance": relevance_judge(config.train.judge, training.data),
@@ -251,8 +277,16 @@ def fold_rankers(
         teachers[name], chosen[f"{name}_teacher"] = _choose(
             candidates, settings, config, training, dense
         )
+    if config.train.llm_teacher is not None:
+        lists = judged_lists(training, judges["relevance"], generated)
+        settings = options.get("llm_teacher", [{}])
+        candidates = [train_llm_teacher(config, lists, override, quiet) for override in settings]
+        teachers["llm"], chosen["llm_teacher"] = _choose(
+            candidates, settings, config, training, dense
+        )
     lists = distillation_lists(config, training, generated)
-    scores = precompute_teacher_scores(teachers, lists)
+    weighted = {name for w in config.train.students.values() for name, v in w.items() if v > 0}
+    scores = precompute_teacher_scores({n: teachers[n] for n in weighted}, lists)
     trained = [
         train_students(config, lists, scores, quiet, override)
         for override in options.get("student", [{}])
