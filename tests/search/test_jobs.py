@@ -138,9 +138,10 @@ def test_train_then_eval_reports_every_reranker(tmp_path):
     assert "| dense+student_both |" in (evaluation / "report.md").read_text()
 
 
-def test_an_llm_teacher_joins_training_and_a_student_distils_it(tmp_path, llama_folder):
-    """train.llm_teacher (a tiny random Llama folder, answers y/n): it is cross-validated,
-    weighted by a student, saved, and reranked by `search eval`."""
+def test_an_llm_judge_and_teacher_join_training_and_a_student_distils_it(tmp_path, llama_folder):
+    """A tiny random Llama folder (answers y/n) as the relevance judge (scored against the
+    qrels per fold first) and as train.llm_teacher: cross-validated, weighted by a student,
+    saved, and reranked by `search eval`."""
     tiny = [
         *slice_flags(tmp_path),
         *("--set", "train.candidates=4", "--set", "train.teacher.epochs=0"),
@@ -152,6 +153,8 @@ def test_an_llm_teacher_joins_training_and_a_student_distils_it(tmp_path, llama_
         *("--set", "train.llm_teacher.max_passage_tokens=48"),
         *("--set", "train.llm_teacher.trainable_layers=1"),
         *("--set", "train.students.from_llm.llm=1.0", "--set", "train.cv.choices={}"),
+        *("--set", "train.judge.kind=causal_lm", "--set", f"train.judge.model={llama_folder}"),
+        *("--set", "train.judge.yes=y", "--set", "train.judge.no=n"),
     ]
     out = tmp_path / "runs"
     result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
@@ -160,6 +163,10 @@ def test_an_llm_teacher_joins_training_and_a_student_distils_it(tmp_path, llama_
     summary = json.loads((run / "metrics.json").read_text())["summary"]
     assert {"llm_teacher", "student_from_llm"} <= set(summary["pooled"])
     assert 0 <= summary["pooled"]["llm_teacher"]["ndcg@10"] <= 1
+    for fold in summary["chosen_per_fold"]:
+        agreement = fold["relevance_judge"]["agreement_with_qrels"]
+        assert agreement["queries"] > 0 and 0 <= agreement["ndcg@10"] <= 1
+    assert "The relevance judge against the qrels" in (run / "report.md").read_text()
     saved = tmp_path / "models" / "llm_teacher"
     assert (saved / "winnow_llm_teacher.json").is_file()
     assert (saved / "trained_weights.safetensors").is_file()

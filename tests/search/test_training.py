@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from winnow.search.clicks import ClickJudge
 from winnow.search.config import ClicksConfig, JudgeConfig, TrainConfig
 from winnow.search.datasets import Passage, Query, QuerySplit, load_beir
-from winnow.search.teachers import ChatJudge, QrelsJudge
+from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 from winnow.search.training import (
     TrainingData,
     engagement_judge,
@@ -38,6 +38,14 @@ def test_relevance_judges_follow_the_config(training, monkeypatch):
     assert judge.on_bad_reply == "missing"
     with pytest.raises(ValidationError, match=r"judge\.model is empty"):
         JudgeConfig(kind="chat")
+
+
+def test_a_causal_lm_judge_comes_from_the_config(training, llama_folder):
+    config = JudgeConfig(kind="causal_lm", model=str(llama_folder), yes="y", no="n")
+    judge = relevance_judge(config, training.data)
+    assert isinstance(judge, CausalLMJudge) and judge.scale == "probability"
+    grades = judge.grade(Query("q1", "where did the cat sit"), [Passage("d1", "the cat sat")])
+    assert grades.shape == (1,) and 0 < grades[0] < 1
 
 
 def test_a_real_click_log_feeds_the_engagement_teacher(training, tmp_path):

@@ -7,6 +7,7 @@ Modules, one concept each (import from them; nothing heavy loads until it is use
 - ``retrieve``: dense (FAISS flat or HNSW), BM25 (bm25s), and hybrid fusion (RRF, interpolation).
 - ``metrics``: nDCG@k, recall@k and friends over graded qrels, with ranx.
 - ``teachers``: relevance judges: from qrels, an OpenAI-compatible chat LLM, a local causal LM.
+- ``judge_check``: a model judge's agreement with the qrels, measured before it teaches.
 - ``causal_lm``: a causal LM and its tokenizer from a hub id or folder, safetensors or GGUF.
 - ``serving``: prefill-only P(yes) scoring that reuses the query prefix's KV cache.
 - ``llm_teacher``: an LLM relevance teacher: the yes/no answer margin, LoRA-tuned on graded lists.
@@ -48,6 +49,7 @@ __all__ = [
     "fitting",
     "folds",
     "jobs",
+    "judge_check",
     "llm_teacher",
     "losses",
     "metrics",

@@ -64,10 +64,18 @@ class RetrievalConfig(Config):
 
 
 class JudgeConfig(Config):
-    """Who grades the relevance teacher's training pairs: the qrels, or an LLM with a policy."""
+    """Who grades the relevance teacher's training pairs: the qrels, or an LLM with a policy
+    (a chat endpoint, or a local causal LM read prefill-only)."""
 
-    kind: Literal["qrels", "chat"] = "qrels"
-    model: str | None = Field(None, description="chat model name (kind: chat)")
+    kind: Literal["qrels", "chat", "causal_lm"] = "qrels"
+    model: str | None = Field(
+        None,
+        description="chat: the model name; causal_lm: hub id or folder (null = the bundled "
+        "SmolLM2-135M-Instruct)",
+    )
+    gguf_file: str | None = Field(None, description="causal_lm: GGUF file inside the folder")
+    yes: str = Field(" yes", description="causal_lm: the answer read as relevant (one token)")
+    no: str = Field(" no", description="causal_lm: the answer read as not relevant (one token)")
     base_url: str = Field("http://localhost:8000/v1", description="OpenAI-compatible API root")
     api_key_env: str | None = Field(
         "OPENAI_API_KEY", description="environment variable holding the API key, if any"

@@ -94,6 +94,7 @@ def cross_validation_section(
         + ", ".join(f"`{name}` {value}" for name, value in speed.items())
         + ".\n\n"
         + (markdown_table(choice_rows) if choice_rows else "No setting was chosen per fold.\n")
+        + _judge_agreement_text(results)
         + f"\nThen every model was trained once more on all judged queries and saved in "
         f"`{output}`: "
         + ", ".join(f"`{name}`" for name in saved)
@@ -101,6 +102,22 @@ def cross_validation_section(
         + f"![loss](plots/{curves.name})\n"
     )
     return ReportSection(markdown, summary)
+
+
+def _judge_agreement_text(results) -> str:
+    """The model judge's agreement with the qrels of each fold's training queries, if any."""
+    rows = [
+        {"fold": r.fold.index, **r.chosen["relevance_judge"]["agreement_with_qrels"]}
+        for r in results
+        if "relevance_judge" in r.chosen
+    ]
+    if not rows:
+        return ""
+    return (
+        "\nThe relevance judge against the qrels of each fold's training queries, before its "
+        "labels trained anything (AUC of its grade for grade >= 2; nDCG@10 of the candidates "
+        "in its order):\n\n" + markdown_table(rows, digits=3)
+    )
 
 
 def _interval(gap: dict) -> str:

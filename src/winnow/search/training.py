@@ -5,7 +5,9 @@ the fold's ``fit`` queries as the train split and its ``inner`` queries as the d
 
 1. The dense first stage retrieves the top ``train.candidates`` of every query.
 2. The **relevance teacher** trains on the judge's grades of the train-split candidates
-   (``judge.kind: qrels`` reads the qrels; ``chat`` asks an LLM with the written policy).
+   (``judge.kind: qrels`` reads the qrels; ``chat`` asks an LLM with the written policy,
+   ``causal_lm`` reads a local LM's P(yes)). A model judge is first scored against the qrels of
+   the train split (:mod:`winnow.search.judge_check`).
    With ``train.llm_teacher``, a causal-LM teacher (:mod:`winnow.search.llm_teacher`) trains on
    the same lists, and students may weight it as ``llm``.
 3. The **engagement teacher** trains on IPS-debiased click-through rates from a real log
@@ -35,6 +37,7 @@ import numpy as np
 
 from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir, run_section
+from winnow.search.causal_lm import bundled_smollm2
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
 from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig
@@ -43,11 +46,12 @@ from winnow.search.crossval import Rankings, choose_on_inner, cross_validate
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir
 from winnow.search.folds import make_folds
 from winnow.search.jobs import FirstStage, first_stage
+from winnow.search.judge_check import judge_agreement
 from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
 from winnow.search.stack import quantize_int8
-from winnow.search.teachers import ChatJudge, QrelsJudge
+from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 
 __all__ = [
     "METRICS",
@@ -98,9 +102,15 @@ def prepare_training(config: SearchConfig, quiet: bool = False) -> TrainingData:
 
 
 def relevance_judge(config: JudgeConfig, data: BeirDataset):
-    """The relevance teacher's labeller: the qrels, or a chat LLM following the TREC policy."""
+    """The relevance teacher's labeller: the qrels, or an LLM following the TREC policy (a
+    chat endpoint, or a local causal LM: the bundled SmolLM2 when ``model`` is null)."""
     if config.kind == "qrels":
         return QrelsJudge(data.qrels)
+    if config.kind == "causal_lm":
+        location, gguf_file = (
+            (config.model, config.gguf_file) if config.model else bundled_smollm2()
+        )
+        return CausalLMJudge.from_pretrained(location, gguf_file, yes=config.yes, no=config.no)
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     return ChatJudge(
         config.model, base_url=config.base_url, api_key=api_key, on_bad_reply=config.on_bad_reply
@@ -137,32 +147,26 @@ def engagement_judge(
     return ClickJudge(ips_ctr(log, eta=config.eta)), log
 
 
-def judged_lists(
-    training: TrainingData, judge, extra_lists: list[CandidateList] = ()
-) -> list[CandidateList]:
-    """The judge's labels of the train split's candidate lists, then ``extra_lists`` (already
-    labelled)."""
+def judged_lists(training: TrainingData, judge) -> list[CandidateList]:
+    """The judge's labels of the train split's candidate lists: what a teacher learns from."""
     train = training.split.train
-    lists = build_candidate_lists(training.data, train, judge, training.run_of(train))
-    return lists + list(extra_lists)
+    return build_candidate_lists(training.data, train, judge, training.run_of(train))
 
 
 def train_teacher(
     config: SearchConfig,
-    training: TrainingData,
+    lists: list[CandidateList],
     name: str,
-    judge,
     overrides: dict | None = None,
     quiet: bool = False,
-    extra_lists: list[CandidateList] = (),
 ) -> CrossEncoderTeacher:
-    """One cross-encoder teacher on :func:`judged_lists`, with ``train.teacher`` settings
-    updated by ``overrides``."""
+    """One cross-encoder teacher on labelled ``lists`` (:func:`judged_lists`), with
+    ``train.teacher`` settings updated by ``overrides``."""
     settings = {**config.train.teacher.model_dump(), **(overrides or {})}
     teacher = CrossEncoderTeacher(
         name=name, seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
     )
-    return teacher.fit(judged_lists(training, judge, extra_lists))
+    return teacher.fit(lists)
 
 
 def train_llm_teacher(
@@ -266,21 +270,30 @@ def fold_rankers(
     }
     options = config.train.cv.choices
     generated = generated_training_lists(config, training)
-    extra = {"relevance": generated, "engagement": []}  # generated queries have no clicks
-    teachers, chosen = {}, {}
-    for name, judge in judges.items():
+    graded = judged_lists(training, judges["relevance"])  # each judge grades once
+    labelled = {  # generated queries have no clicks
+        "relevance": graded + generated,
+        "engagement": judged_lists(training, judges["engagement"]),
+    }
+    chosen = {}
+    if config.train.judge.kind != "qrels":  # a model judge is measured before it teaches
+        agreement = judge_agreement(graded, training.data.qrels)
+        chosen["relevance_judge"] = {"options": [], "agreement_with_qrels": agreement}
+    teachers = {}
+    for name in judges:
         settings = options.get(f"{name}_teacher", [{}])
         candidates = [
-            train_teacher(config, training, name, judge, override, quiet, extra[name])
-            for override in settings
+            train_teacher(config, labelled[name], name, override, quiet) for override in settings
         ]
         teachers[name], chosen[f"{name}_teacher"] = _choose(
             candidates, settings, config, training, dense
         )
     if config.train.llm_teacher is not None:
-        lists = judged_lists(training, judges["relevance"], generated)
         settings = options.get("llm_teacher", [{}])
-        candidates = [train_llm_teacher(config, lists, override, quiet) for override in settings]
+        candidates = [
+            train_llm_teacher(config, labelled["relevance"], override, quiet)
+            for override in settings
+        ]
         teachers["llm"], chosen["llm_teacher"] = _choose(
             candidates, settings, config, training, dense
         )
