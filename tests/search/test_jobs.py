@@ -87,21 +87,30 @@ def test_empty_split_is_one_clear_line(tmp_path):
     assert "test split is empty" in result.output and "Traceback" not in result.output
 
 
-def test_train_then_eval_reports_every_reranker(tmp_path):
+def tiny_train_flags(tmp_path, teacher_epochs: int = 1) -> list[str]:
     """Tiny settings (2 folds, 4 candidates, 1 epoch, 32 word pieces): the pipeline, not the
     quality."""
-    tiny = [
+    return [
         *slice_flags(tmp_path),
-        *("--set", "train.candidates=4", "--set", "train.teacher.epochs=1"),
+        *("--set", "train.candidates=4", "--set", f"train.teacher.epochs={teacher_epochs}"),
         *("--set", "train.teacher.max_length=32", "--set", "train.student.epochs=1"),
         *("--set", "train.student.max_length=32", "--set", "train.clicks.sessions=20"),
         *("--set", "train.cv.folds=2", "--set", "train.cv.bootstrap_resamples=200"),
     ]
-    out = tmp_path / "runs"
-    result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
+
+
+def train_run(out, flags: list[str]):
+    """`winnow search train` into ``out``; its run folder and the summary of its metrics."""
+    result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *flags])
     assert result.exit_code == 0, result.output
     (run,) = out.iterdir()
-    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    return run, json.loads((run / "metrics.json").read_text())["summary"]
+
+
+def test_train_then_eval_reports_every_reranker(tmp_path):
+    tiny = tiny_train_flags(tmp_path)
+    out = tmp_path / "runs"
+    run, summary = train_run(out, tiny)
     trained = {
         "relevance_teacher",
         "engagement_teacher",
@@ -143,11 +152,7 @@ def test_an_llm_judge_and_teacher_join_training_and_a_student_distils_it(tmp_pat
     qrels per fold first) and as train.llm_teacher: cross-validated, weighted by a student,
     saved, and reranked by `search eval`."""
     tiny = [
-        *slice_flags(tmp_path),
-        *("--set", "train.candidates=4", "--set", "train.teacher.epochs=0"),
-        *("--set", "train.teacher.max_length=32", "--set", "train.student.epochs=1"),
-        *("--set", "train.student.max_length=32", "--set", "train.clicks.sessions=20"),
-        *("--set", "train.cv.folds=2", "--set", "train.cv.bootstrap_resamples=200"),
+        *tiny_train_flags(tmp_path, teacher_epochs=0),
         *("--set", f"train.llm_teacher.model={llama_folder}", "--set", "train.llm_teacher.yes=y"),
         *("--set", "train.llm_teacher.no=n", "--set", "train.llm_teacher.epochs=1"),
         *("--set", "train.llm_teacher.max_passage_tokens=48"),
@@ -157,10 +162,7 @@ def test_an_llm_judge_and_teacher_join_training_and_a_student_distils_it(tmp_pat
         *("--set", "train.judge.yes=y", "--set", "train.judge.no=n"),
     ]
     out = tmp_path / "runs"
-    result = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
-    assert result.exit_code == 0, result.output
-    (run,) = out.iterdir()
-    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    run, summary = train_run(out, tiny)
     assert {"llm_teacher", "student_from_llm"} <= set(summary["pooled"])
     assert 0 <= summary["pooled"]["llm_teacher"]["ndcg@10"] <= 1
     for fold in summary["chosen_per_fold"]:
