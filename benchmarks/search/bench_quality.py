@@ -10,10 +10,10 @@ fold's inner split; the final models are saved in ``train.output_dir``), then ad
 
 - ``dense_top30_shuffled``: the dense top 30 in random order (mean of 50 seeded shuffles per
   query), what a reranker that learnt nothing scores;
-- ``llm_teacher_gpu``: ``llm_teacher`` / ``llm_zero_shot`` from
-  ``benchmarks/results/search_llm_teacher_gpu.json`` (``bench_llm_teacher.py`` on a GPU) for the
-  folds it finished: compared with dense on those folds' queries only, and only when its folds
-  are this config's folds.
+- ``llm_teacher_gpu`` and ``llm_teacher_cpu``: ``llm_teacher`` / ``llm_zero_shot`` from
+  ``benchmarks/results/search_llm_teacher_gpu.json`` and ``search_llm_teacher.json``
+  (``bench_llm_teacher.py`` on a GPU and on this CPU) for the folds each finished: compared with
+  dense on those folds' queries only, and only when its folds are this config's folds.
 
 With ``--set train.llm_teacher={}`` (and its ``cv.choices``) the SmolLM2 teacher is one more
 cross-validated system, ``llm_teacher``, and a candidate for ``best_teacher``.
@@ -42,7 +42,10 @@ from winnow.search.training import METRICS, prepare_training
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "search" / "msmarco.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "search_quality.json"
-LLM_RESULTS = ROOT / "benchmarks" / "results" / "search_llm_teacher_gpu.json"
+LLM_RESULTS = {
+    "llm_teacher_gpu": ROOT / "benchmarks" / "results" / "search_llm_teacher_gpu.json",
+    "llm_teacher_cpu": ROOT / "benchmarks" / "results" / "search_llm_teacher.json",
+}
 SERVED = "student_both+int8"
 TEACHERS = ("relevance_teacher", "engagement_teacher", "llm_teacher")
 PER_FOLD = ("fold_queries", "chosen", "train_seconds", "items_per_s")
@@ -61,11 +64,11 @@ def shuffled_ndcg(qrels, dense: dict, depth: int, draws: int = 50) -> dict[str, 
     return {qid: float(np.mean(v)) for qid, v in values.items()}
 
 
-def llm_comparison(qrels, summary: dict, rankings_dense: dict) -> dict | None:
-    """The GPU LLM teacher on the folds it finished, against dense on the same queries."""
-    if not LLM_RESULTS.is_file():
+def llm_comparison(path: Path, qrels, summary: dict, rankings_dense: dict) -> dict | None:
+    """The LLM teacher of ``path`` on the folds it finished, against dense on the same queries."""
+    if not path.is_file():
         return None
-    record = json.loads(LLM_RESULTS.read_text())
+    record = json.loads(path.read_text())
     ours = [sorted(fold["test"]) for fold in summary["fold_queries"]]
     done = [sorted(fold["test"]) for fold in record["folds"]]
     if any(fold not in ours for fold in done):
@@ -82,6 +85,7 @@ def llm_comparison(qrels, summary: dict, rankings_dense: dict) -> dict | None:
             for gap in [values["ndcg@10"]]
         },
         "device": record["machine"],
+        "settings": record["settings"],
         "fold_records": record["folds"],
     }
 
@@ -172,9 +176,12 @@ def combine(config: SearchConfig, parts: list[Path], threads: int) -> dict:
         "chosen_per_fold": [entry["chosen"] for entry in per_fold],
         "train_seconds_per_fold": [entry["train_seconds"] for entry in per_fold],
         "rerank_items_per_s_per_fold": [entry["items_per_s"] for entry in per_fold],
-        "llm_teacher_gpu": llm_comparison(
-            data.qrels, {"fold_queries": [entry["fold_queries"] for entry in per_fold]}, dense
-        ),
+        **{
+            name: llm_comparison(
+                path, data.qrels, {"fold_queries": [e["fold_queries"] for e in per_fold]}, dense
+            )
+            for name, path in LLM_RESULTS.items()
+        },
         "config": config.model_dump(mode="json"),
         "metrics_reported": list(METRICS),
         "machine": {"platform": platform.platform(), "threads": threads, "processes": len(parts)},
