@@ -17,6 +17,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from winnow.route import assign, cores
 from winnow.route.assign import METHODS, assign_batch, check_assignment
+from winnow.route.budget_rule import within_budget
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 from winnow.route.robust import budgeted_worst_case
 
@@ -45,7 +46,7 @@ def brute_force(quality, cost, capacity, budget, deviation=None, gamma=0.0, defe
         counts = np.stack([((choices == j) & served).sum(axis=1) for j in range(m)], axis=1)
         ok &= np.all(counts <= capacity, axis=1)
     if budget is not None:
-        ok &= np.where(served, cost[rows, picked], 0).sum(axis=1) <= budget
+        ok &= within_budget(np.where(served, cost[rows, picked], 0).sum(axis=1), budget)
     if not ok.any():
         return None
     value = np.where(served, quality[rows, picked], 0).sum(axis=1)

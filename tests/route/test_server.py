@@ -289,6 +289,18 @@ def test_plan_window_orders_fallbacks_by_quality_and_defers_what_does_not_fit():
     assert plan_window(quality, cost, np.array([1, 3, 3]), budget=0.5) == [[], [], []]
 
 
+def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():
+    # The proxy's path: picodollar costs as USD floats, and a budget that is exactly the cost of
+    # the best plan (three requests, each best on its own model), which sums inexactly in floats.
+    pico = np.array([[10**11, 0, 0], [0, 2 * 10**11, 0], [0, 0, 4 * 10**11]])
+    quality = np.where(pico > 0, 0.9, 0.1)
+    budget = pico_to_usd(int(np.trace(pico)))  # $0.7
+    orders = plan_window(quality, pico / 10**12, np.array([3, 3, 3]), budget)
+    assert [order[0] for order in orders] == [0, 1, 2]  # nobody deferred, each on its best model
+    spent = sum(pico[i, order[0]] for i, order in enumerate(orders))
+    assert spent == usd_to_pico(budget, rounding="down")  # the ledger takes every reservation
+
+
 @pytest.mark.parametrize(
     ("status", "content", "charge_failed", "expected"),
     [

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from winnow.route.budget_rule import within_budget
 from winnow.route.cores import Solution, close_gap
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 from winnow.route.relaxation import (
-    BUDGET_RTOL,
     Program,
     budgeted_worst_case,
     cost_scale,
@@ -210,8 +210,8 @@ def check_assignment(choice, cost, capacity=None, budget=None) -> list[str]:
     cost : [n, m] float
     capacity : [m] int or None
     budget : float or None
-        Totals are compared with a relative slack of 1e-12, the rounding error of summing in
-        another order.
+        The total is compared by :func:`~winnow.route.budget_rule.within_budget` (a relative
+        slack of 1e-9, so a plan that costs exactly the budget passes in any summation order).
 
     Returns
     -------
@@ -235,7 +235,7 @@ def check_assignment(choice, cost, capacity=None, budget=None) -> list[str]:
             for j in np.flatnonzero(counts > limit)
         ]
     total = float(cost[served, choice[served]].sum())
-    if budget is not None and total > budget * (1 + BUDGET_RTOL):
+    if budget is not None and not within_budget(total, budget):
         problems.append(
             f"total cost {_usd(total)} is over the budget {_usd(budget)} by {_usd(total - budget)}"
         )
@@ -315,10 +315,10 @@ def _infeasibility(cost: np.ndarray, capacity: np.ndarray, budget: float) -> str
         return None
     usable = np.where(capacity > 0, cost, np.inf)
     choice = greedy_cheapest(usable, capacity)
-    if np.any(choice < 0) or cost[np.arange(n), choice].sum() > budget:
+    if np.any(choice < 0) or not within_budget(cost[np.arange(n), choice].sum(), budget):
         choice = least_cost_assignment(usable, capacity)
     cheapest = float(cost[np.arange(n), choice].sum())
-    if cheapest <= budget * (1 + BUDGET_RTOL):
+    if within_budget(cheapest, budget):
         return None
     return (
         f"the cheapest assignment within capacities costs {_usd(cheapest)}, the budget is "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from winnow.route.budget_rule import within_budget
 from winnow.route.exceptions import RouteInputError
 
 __all__ = [
@@ -103,4 +104,4 @@ def clip_to_budget(choice: np.ndarray, cost: np.ndarray, budget: float) -> np.nd
     (not answered). ``choice: [n]``, ``cost: [n, m]``.
     """
     spend = np.cumsum(cost[np.arange(len(choice)), choice])
-    return np.where(spend <= budget * (1 + 1e-12), choice, -1)
+    return np.where(within_budget(spend, budget), choice, -1)

@@ -26,7 +26,6 @@ import numpy as np
 
 from winnow.common.extras import require
 from winnow.route.relaxation import (
-    BUDGET_RTOL,
     Core,
     Program,
     budgeted_worst_cases,
@@ -197,7 +196,7 @@ def _core_milp(program, mask, incumbent, tolerance, deadline, levels) -> tuple[n
         picked = result.x[: core.query.size] > 0.5
         choice[core.query[picked]] = core.model[picked]
         excess = program.cost[np.arange(choice.size), choice].sum() - program.budget
-        if not np.isfinite(program.budget) or excess <= BUDGET_RTOL * abs(program.budget):
+        if not np.isfinite(program.budget) or excess <= 0:  # the row already holds the slack
             better = objective_of(program, choice) >= objective_of(program, incumbent)
             return (choice if better else incumbent), bound
         budget -= 2 * excess

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from winnow.route.budget_rule import within_budget
+
 __all__ = ["BatchOutcome", "StreamScore", "score_batch", "score_stream"]
 
 
@@ -58,9 +60,10 @@ def score_batch(
 
 
 def score_stream(outcomes: list[BatchOutcome], unanswered: int) -> StreamScore:
-    """Aggregate batch outcomes; spend over budget within 1e-9 relative is float noise."""
+    """Aggregate batch outcomes; a batch is over budget by the rule of
+    :mod:`winnow.route.budget_rule` (within it, the difference is float noise)."""
     queries = sum(o.size for o in outcomes)
-    over = [o for o in outcomes if o.overspend > 1e-9 * max(o.budget, 1e-12)]
+    over = [o for o in outcomes if not within_budget(o.spend, o.budget)]
     return StreamScore(
         accuracy=sum(o.correct for o in outcomes) / queries,
         spend_per_query=sum(o.spend for o in outcomes) / queries,

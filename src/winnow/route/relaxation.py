@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.common.extras import require
+from winnow.route.budget_rule import solver_budget
 from winnow.route.exceptions import InfeasibleBatchError
 
 __all__ = [
-    "BUDGET_RTOL",
     "Core",
     "Program",
     "Relaxation",
@@ -62,7 +62,6 @@ _TAUS = (0.05, 0.01, 0.002)  # smoothing temperatures of the dual, times the sco
 _CORE_LP_DELTA = 0.02  # reduced-cost window of the first core LP, times the score spread
 _PRICING_ROUNDS = 6  # core LPs before the LP is solved on every pair
 _LP_MARGIN = 1e-7  # budget margin (scaled units) that absorbs HiGHS' feasibility tolerance
-BUDGET_RTOL = 1e-12  # summation-order slack when a total cost is compared with the budget
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +98,9 @@ class Relaxation:
 
 
 def make_program(score, cost, capacity, budget, scale, deviation=None, gamma=0.0) -> Program:
-    cost, budget = cost / scale, budget / scale
+    """The program in units of ``scale``; its budget row is :func:`solver_budget` of ``budget``,
+    so a plan costing exactly the budget fits whatever the rounding of its sum."""
+    cost, budget = cost / scale, solver_budget(budget) / scale
     allowed = np.isfinite(score) & (cost <= budget) & (capacity > 0)[None, :]
     cost = np.where(allowed, cost, 0.0)
     capacity_binds = capacity < allowed.sum(axis=0)
