@@ -109,3 +109,39 @@ def test_serve_cli_rejects_priors_that_miss_a_model(tmp_path):
     result = runner.invoke(app, ["route", "serve", "--config", str(config)])
     assert result.exit_code == 2
     assert "prior_quality needs exactly the pool models" in result.output
+
+
+def hard_batch(tmp_path, n=400, m=8):
+    """Quality rising with cost: a correlated knapsack under a budget and capacities."""
+    rng = np.random.default_rng(0)
+    cost = np.geomspace(1e-4, 5e-3, m) * rng.uniform(0.5, 1.5, (n, m))
+    quality = np.clip(0.3 + 0.05 * np.log(cost / 1e-4) + rng.normal(0, 0.01, (n, m)), 0, 1)
+    frame = pd.DataFrame({"prompt": [f"q{i}" for i in range(n)]})
+    for j in range(m):
+        frame[f"m{j}"] = quality[:, j]
+        frame[f"m{j}|total_cost"] = cost[:, j]
+    batch = tmp_path / "hard.csv"
+    frame.to_csv(batch, index=False)
+    return batch, float(cost.min(axis=1).sum() * 3)
+
+
+def test_solve_cli_reports_optimal_or_the_gap_at_its_time_limit(tmp_path):
+    batch, budget = hard_batch(tmp_path)
+    out = tmp_path / "o.csv"
+    args = ["route", "solve", str(batch), "-o", str(out), "--budget", str(budget)]
+    result = runner.invoke(app, [*args, "--capacity", "m7=50"])
+    assert result.exit_code == 0 and "optimal (proven gap" in result.output, result.output
+    # the relaxation always completes; its rounding is 2e-4 short of the bound here
+    stopped = runner.invoke(app, [*args, "--time-limit", "0.001"])
+    assert stopped.exit_code == 0 and "0.001 s time limit with proven gap" in stopped.output
+    assert pd.read_csv(out)["cost"].sum() <= budget * (1 + 1e-9)
+    bad = runner.invoke(app, [*args, "--time-limit", "0"])
+    assert bad.exit_code == 2 and "--time-limit" in bad.output
+
+
+def test_solve_cli_names_the_defer_flag_when_the_budget_is_short(tmp_path):
+    batch, _ = hard_batch(tmp_path, n=20, m=3)
+    out = tmp_path / "o.csv"
+    result = runner.invoke(app, ["route", "solve", str(batch), "-o", str(out), "--budget", "1e-6"])
+    assert result.exit_code == 2 and "--defer" in result.output
+    assert "defer_infeasible" not in result.output and not out.exists()

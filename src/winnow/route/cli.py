@@ -15,6 +15,7 @@ from winnow.common.cli import (
     run_config_job,
     user_errors,
 )
+from winnow.route.solve import DEFAULT_TIME_LIMIT
 
 app = typer.Typer(
     help="Batch-level routing of LLM queries under cost, capacity and concurrency limits.",
@@ -49,12 +50,23 @@ def solve(
         None, help="Per-model limit MODEL=COUNT (repeatable); unlisted models are unlimited."
     ),
     defer: bool = typer.Option(False, help="Defer the least valuable queries when infeasible."),
+    time_limit: float = typer.Option(
+        DEFAULT_TIME_LIMIT,
+        help="Seconds for the solver; at the limit the best plan is written with its gap.",
+    ),
 ) -> None:
-    """Assign one batch of queries to models (exact MILP) and write one row per query."""
+    """Assign one batch of queries to models (exact MILP) and write one row per query.
+
+    Ctrl-C stops the solve at once and writes nothing.
+    """
     from winnow.route.solve import solve_batch_file
 
-    with user_errors():
-        summary = solve_batch_file(batch, output, budget, capacity or [], defer)
+    try:
+        with user_errors():
+            summary = solve_batch_file(batch, output, budget, capacity or [], defer, time_limit)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: no assignment written", err=True)
+        raise typer.Exit(code=130) from None
     typer.echo(summary)
 
 
