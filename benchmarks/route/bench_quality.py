@@ -2,18 +2,24 @@
 
 Three comparisons, each over several seeds (query splits, batch orders, estimator seeds):
 
-1. Batch-level MILP routing vs per-query routing (argmax p_hat - lam * cost, lam calibrated on
-   training traffic to the same average budget) under random, task-skewed and adversarial
-   streams. The per-query router is scored clipped to each batch's hard budget (unanswered =
-   wrong), and its raw overspend is recorded.
+1. Regimes: batch-level MILP routing against per-query routers (argmax p_hat - lam * cost) at
+   capacity shares {25%, 50%, 100%} x budget levels x streams (random, task-skewed,
+   adversarial) x estimators. The per-query routers: calibrated to the average budget on
+   training traffic (raw: it may overspend), matched to the MILP's spend on validation traffic,
+   paced online, clipped to each batch's budget, constrained (batch budget and capacities in
+   arrival order, falling back to what fits), and oracle-matched to the MILP's test spend (an
+   upper bound, never a result). Every knob is chosen on training or validation traffic only.
+   ``batch_minus_best_constrained`` compares the MILP with the most accurate per-query router
+   that broke no batch budget and no capacity in that replay (picked on the test replay, which
+   favours the baseline).
 2. Robust (box kappa and budgeted Gamma, chosen on a validation split) vs non-robust batch
-   routing, per quality estimator.
+   routing, per quality estimator, at 25% capacity.
 3. Offline GPU instance allocation (MILP over training batches) vs proportional allocation, for
    the six open-weight models. RouterBench has no serving facts, so GPUs per instance follow the
    fp16 weights on 80 GB GPUs (7B and 13B: 1; 34B and 8x7B: 2; 70B: 4) and every instance serves
    4 queries per window; 8 GPUs in all. These are stated assumptions, not measurements.
 
-    .venv/bin/python benchmarks/route/bench_quality.py [--seeds 5] [--quick]
+    .venv/bin/python benchmarks/route/bench_quality.py [--seeds 3] [--quick]
 
 Writes benchmarks/results/route_quality.json.
 """
@@ -37,16 +43,28 @@ from winnow.route.allocate import allocate_instances, proportional_allocation
 from winnow.route.assign import assign_batch
 from winnow.route.batches import make_batches
 from winnow.route.evaluate import score_batch, score_stream
-from winnow.route.jobs import RouteEvalConfig, Traffic, calibrate, prepare_traffic, run_stream
+from winnow.route.jobs import RouteEvalConfig, prepare_traffic
+from winnow.route.routers import (
+    ORACLE_MATCHED,
+    Traffic,
+    batch_versus_per_query,
+    calibrate,
+    score_routers,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "route_quality.json"
 ROUTERS = (
     "batch",
-    "batch robust (box)",
-    "batch robust (budgeted)",
     "per-query",
+    "per-query matched",
+    ORACLE_MATCHED,
+    "per-query paced",
     "per-query clipped",
+    "per-query constrained",
 )
+ROBUST = ("batch robust (box)", "batch robust (budgeted)")
+ROBUST_CAPACITY = 0.25  # the robust comparison runs at this capacity share only
+CAPACITY_SHARES = (0.25, 0.5, 1.0)
 OPEN_MODELS = {  # model -> GPUs per instance (fp16 weights on 80 GB GPUs; an assumption)
     "mistralai/mistral-7b-chat": 1,
     "WizardLM/WizardLM-13B-V1.2": 1,
@@ -58,26 +76,28 @@ OPEN_MODELS = {  # model -> GPUs per instance (fp16 weights on 80 GB GPUs; an as
 CONCURRENCY, TOTAL_GPUS = 4, 8
 
 
-def routing_rows(config: RouteEvalConfig, quiet: bool) -> tuple[list[dict], tuple[Traffic, ...]]:
+def routing_rows(
+    config: RouteEvalConfig, shares
+) -> tuple[list[dict], list[dict], tuple[Traffic, ...]]:
+    """Every router's score and one comparison row per capacity share x level x stream."""
     train, val, test = prepare_traffic(config, quiet=True)
-    rows = []
-    for level in config.budget_levels:
-        knobs = calibrate(level, train, val, config)
-        for stream, router in product(config.streams, ROUTERS):
-            score = run_stream(router, test, stream, knobs, config)
-            rows.append(
-                {
-                    "seed": config.seed,
-                    "estimator": config.estimator.kind,
-                    "stream": stream,
-                    "budget_level": level,
-                    "router": router,
-                    "kappa": knobs.kappa,
-                    "gamma": knobs.gamma,
-                    **score.__dict__,
-                }
-            )
-    return rows, (train, val, test)
+    rows, comparisons = [], []
+    for share, level in product(shares, config.budget_levels):
+        at_share = config.model_copy(update={"capacity_share": share})
+        robust = share == ROBUST_CAPACITY
+        knobs = calibrate(level, train, val, at_share, robust=robust)
+        routers = ROUTERS + ROBUST if robust else ROUTERS
+        key = {"seed": config.seed, "estimator": config.estimator.kind, "capacity_share": share}
+        for stream in config.streams:
+            scores = score_routers(routers, test, stream, knobs, at_share)
+            where = {**key, "stream": stream, "budget_level": level}
+            rows += [
+                {**where, "router": router, "kappa": knobs.kappa, "gamma": knobs.gamma,
+                 **score.__dict__}
+                for router, score in scores.items()
+            ]  # fmt: skip
+            comparisons.append({**where, **batch_versus_per_query(scores)})
+    return rows, comparisons, (train, val, test)
 
 
 def open_model_columns(models: tuple[str, ...]) -> np.ndarray:
@@ -124,44 +144,68 @@ def _serve(quality: np.ndarray, cost: np.ndarray, capacity: np.ndarray) -> np.nd
     return assign_batch(quality, cost, capacity, None, defer_infeasible=True).choice
 
 
-def summarise(rows: list[dict], allocation: list[dict], estimators, streams, levels) -> dict:
-    def stats(values):
-        values = np.asarray(values, dtype=float)
-        return {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-        }
+def _groups(comparisons: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in comparisons:
+        key = (row["capacity_share"], row["budget_level"], row["stream"], row["estimator"])
+        groups.setdefault(key, []).append(row)
+    return groups
 
+
+def stats(values) -> dict:
+    """Mean and sample sd over seeds (NaN entries, where no baseline qualified, left out)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        "n": int(values.size),
+    }
+
+
+def summarise(rows: list[dict], comparisons: list[dict], allocation: list[dict], estimators):
     def pick(**match):
         return [r for r in rows if all(r[k] == v for k, v in match.items())]
 
-    batch_vs_per_query = {}
-    for stream, level in product(streams, levels):
-        per_seed = {}
-        for router in ("batch", "per-query clipped", "per-query"):
-            per_seed[router] = pick(
-                estimator="knn", stream=stream, budget_level=level, router=router
-            )
-        batch_vs_per_query[f"{stream}@{level}"] = {
-            "batch_accuracy": stats([r["accuracy"] for r in per_seed["batch"]]),
-            "per_query_clipped_accuracy": stats(
-                [r["accuracy"] for r in per_seed["per-query clipped"]]
-            ),
-            "gain": stats(
-                [
-                    b["accuracy"] - c["accuracy"]
-                    for b, c in zip(per_seed["batch"], per_seed["per-query clipped"], strict=True)
-                ]
-            ),
-            "per_query_raw_accuracy": stats([r["accuracy"] for r in per_seed["per-query"]]),
-            "per_query_raw_overspend_usd": stats([r["overspend"] for r in per_seed["per-query"]]),
-            "per_query_raw_batches_over_budget": stats(
-                [r["batches_over_budget"] for r in per_seed["per-query"]]
-            ),
+    def over_seeds(group: list[dict], key: str) -> dict:
+        return stats([np.nan if g[key] is None else g[key] for g in group])
+
+    regimes, gaps = [], {}
+    for (share, level, stream, estimator), group in _groups(comparisons).items():
+        where = {"capacity_share": share, "budget_level": level, "stream": stream}
+        where["estimator"] = estimator
+        spends = {
+            router: stats([r["spend_per_query"] for r in pick(**where, router=router)])["mean"]
+            for router in ROUTERS
         }
+        regimes.append(
+            {
+                **where,
+                "seeds": len(group),
+                "batch_accuracy": over_seeds(group, "batch"),
+                "best_constrained": sorted({str(g["best constrained per-query"]) for g in group}),
+                "best_constrained_accuracy": over_seeds(group, "best constrained accuracy"),
+                "batch_minus_best_constrained": over_seeds(group, "batch - best constrained"),
+                "per_query_matched_accuracy": over_seeds(group, "per-query matched"),
+                "oracle_matched_accuracy_upper_bound": over_seeds(group, ORACLE_MATCHED),
+                "per_query_paced_accuracy": over_seeds(group, "per-query paced"),
+                "spend_per_query": spends,
+                "matched_batches_over_budget": over_seeds(
+                    group, "per-query matched batches over budget"
+                ),
+                "matched_capacity_violations": over_seeds(
+                    group, "per-query matched capacity violations"
+                ),
+            }
+        )
+        gaps[f"cap{share:g}@{level:g}@{stream}@{estimator}"] = regimes[-1][
+            "batch_minus_best_constrained"
+        ]
     robust_gain = {}
     for estimator in estimators:
-        nominal = pick(estimator=estimator, router="batch")
+        nominal = pick(estimator=estimator, router="batch", capacity_share=ROBUST_CAPACITY)
         robust_gain[estimator] = {
             variant: stats(
                 [
@@ -175,7 +219,8 @@ def summarise(rows: list[dict], allocation: list[dict], estimators, streams, lev
             )
         }
     return {
-        "batch_vs_per_query_knn": batch_vs_per_query,
+        "regimes": regimes,
+        "batch_minus_best_constrained": gaps,
         "robust_minus_nominal_accuracy": robust_gain,
         "allocation_gain": stats([a["gain"] for a in allocation]),
         "allocation_accuracy": {
@@ -185,7 +230,7 @@ def summarise(rows: list[dict], allocation: list[dict], estimators, streams, lev
     }
 
 
-def build_payload(rows, allocation, seeds, estimators, levels, streams) -> dict:
+def build_payload(rows, comparisons, allocation, seeds, estimators, levels, streams) -> dict:
     done = {row["seed"] for row in rows}
     return {
         "benchmark": "route_quality",
@@ -198,7 +243,8 @@ def build_payload(rows, allocation, seeds, estimators, levels, streams) -> dict:
             "streams": streams,
             "features": "tfidf",
             "batch_size": 50,
-            "capacity_share": 0.25,
+            "capacity_shares": list(CAPACITY_SHARES),
+            "robust_capacity_share": ROBUST_CAPACITY,
             "allocation": {
                 "gpus_per_instance": OPEN_MODELS,
                 "concurrency": CONCURRENCY,
@@ -207,20 +253,21 @@ def build_payload(rows, allocation, seeds, estimators, levels, streams) -> dict:
         },
         "rows": rows,
         "allocation": allocation,
-        "summary": summarise(rows, allocation, estimators, streams, levels),
+        "summary": summarise(rows, comparisons, allocation, estimators),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 seed, knn only, one level")
     args = parser.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     estimators = ["knn"] if args.quick else ["knn", "logistic", "mf"]
     levels = [0.25] if args.quick else [0.1, 0.25, 0.5]
     streams = ["random", "task", "adversarial"]
-    rows, allocation = [], []
+    shares = (0.25,) if args.quick else CAPACITY_SHARES
+    rows, comparisons, allocation = [], [], []
     with threadpool_limits(1), track_progress("route quality", len(seeds) * len(estimators)) as bar:
         for seed, estimator in product(seeds, estimators):
             config = load_config(
@@ -232,15 +279,18 @@ def main() -> None:
                     "streams": streams,
                 },
             )
-            new_rows, (train, _, test) = routing_rows(config, quiet=True)
+            new_rows, new_comparisons, (train, _, test) = routing_rows(config, shares)
             rows += new_rows
+            comparisons += new_comparisons
             if estimator == "knn":
                 from winnow.route.datasets import load_routerbench
 
                 columns = open_model_columns(load_routerbench("test").models)
                 allocation.append(allocation_row(train, test, columns, seed))
             # Written after every seed x estimator, so a long run cut short keeps what it finished.
-            payload = build_payload(rows, allocation, seeds, estimators, levels, streams)
+            payload = build_payload(
+                rows, comparisons, allocation, seeds, estimators, levels, streams
+            )
             atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
             bar.advance(1, seed=seed, estimator=estimator)
     print(json.dumps(payload["summary"], indent=1))

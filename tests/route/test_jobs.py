@@ -43,7 +43,14 @@ def test_eval_cli_on_routerbench(tmp_path):
             assert rows[(stream, router)]["batches_over_budget"] == 0
             assert rows[(stream, router)]["capacity_violations"] == 0
         assert rows[(stream, "per-query clipped")]["batches_over_budget"] == 0
+        constrained = rows[(stream, "per-query constrained")]
+        assert constrained["batches_over_budget"] == 0 and constrained["capacity_violations"] == 0
         assert rows[(stream, "oracle")]["accuracy"] >= rows[(stream, "batch")]["accuracy"]
+    for row in summary["batch_vs_per_query"]:  # constrained always honours the limits
+        assert row["best constrained per-query"] is not None
+        assert row["batch - best constrained"] == pytest.approx(
+            row["batch"] - row["best constrained accuracy"]
+        )
     assert len(summary["calibration"]) == 11
     assert all(0 <= c["ece"] <= 1 and 0 <= c["brier"] <= 1 for c in summary["calibration"])
     assert (run / "plots" / "route_accuracy_vs_budget.png").exists()

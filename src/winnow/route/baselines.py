@@ -1,8 +1,15 @@
 """Per-query routers, the baselines that batch-level routing is measured against.
 
-Each router decides every query on its own. Its knob (``lam`` or a threshold) is calibrated on
-training traffic so that its *average* cost per query meets the budget; nothing stops a batch of
-hard queries from overspending, which is the point of the comparison.
+Each router decides every query on its own, by ``argmax_m quality - lam * cost``; the routers
+differ in how ``lam`` is set and in what limits they honour:
+
+- calibrated to the budget's *average* on training traffic (:func:`calibrate_lambda`); nothing
+  stops a batch of hard queries from overspending;
+- matched to a realised spend (the same function, with that spend as the target);
+- paced online (:func:`paced_lambda`): a dual price raised or lowered after each batch by the
+  spend so far against the budget so far;
+- constrained (:func:`constrained_choice`): arrival order under the batch's hard budget and
+  per-model capacity, falling back to the best model that still fits.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ __all__ = [
     "calibrate_threshold",
     "cheapest_model",
     "clip_to_budget",
+    "constrained_choice",
+    "paced_lambda",
     "per_query_choice",
     "threshold_choice",
 ]
@@ -105,3 +114,37 @@ def clip_to_budget(choice: np.ndarray, cost: np.ndarray, budget: float) -> np.nd
     """
     spend = np.cumsum(cost[np.arange(len(choice)), choice])
     return np.where(within_budget(spend, budget), choice, -1)
+
+
+def constrained_choice(
+    quality: np.ndarray, cost: np.ndarray, capacity: np.ndarray, budget: float, lam: float
+) -> np.ndarray:
+    """A per-query router that honours the batch's limits, deciding queries in arrival order.
+
+    Each query takes its preferred model (``quality - lam * cost``, highest first) among those
+    with a free slot that the money left can pay for; only a query that no model fits is
+    unanswered (``-1``). ``quality, cost: [n, m]``, ``capacity: [m]``; returns ``[n]``.
+    """
+    n = cost.shape[0]
+    preference = np.argsort(-(quality - lam * cost), axis=1, kind="stable")
+    slots = np.asarray(capacity, dtype=float).copy()
+    left = float(budget)
+    choice = np.full(n, -1)
+    for q in range(n):
+        for j in preference[q]:
+            if slots[j] >= 1 and within_budget(cost[q, j], left):
+                choice[q], slots[j], left = j, slots[j] - 1, left - cost[q, j]
+                break
+    return choice
+
+
+def paced_lambda(lam: float, spent: float, budgeted: float, step: float, floor: float) -> float:
+    """The next batch's price after spending ``spent`` of ``budgeted`` so far (both > 0 sums).
+
+    Multiplicative dual pacing: ``lam * exp(step * (spent / budgeted - 1))``, so a stream
+    running 10% over budget raises the price by ``e^(0.1 step)`` and one under budget lowers
+    it; never below ``floor`` (a price of 0 could never rise again).
+    """
+    if budgeted <= 0:
+        return max(lam, floor)
+    return max(lam * float(np.exp(step * (spent / budgeted - 1.0))), floor)
