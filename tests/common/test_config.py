@@ -102,3 +102,20 @@ def test_apply_overrides_does_not_mutate_input():
     result = apply_overrides(original, ["trainer.lr=2"])
     assert original == {"trainer": {"lr": 1.0}}
     assert result == {"trainer": {"lr": 2}}
+
+
+def test_redact_hides_strings_under_secret_names_at_any_depth():
+    from winnow.common.config import is_secret_name, redact
+
+    secret_names = ["api_keys", "upstream_api_key", "hf_token", "apiKey", "Authorization"]
+    plain_names = ["max_tokens_cap", "input_price_per_token", "prompt_token_bound", "monkey"]
+    assert all(is_secret_name(name) for name in secret_names)
+    assert not any(is_secret_name(name) for name in plain_names)
+    value = {"models": [{"name": "a", "upstream_api_key": "sk-1"}], "api_keys": ["k1", "k2"]}
+    value["max_tokens"] = 5
+    assert redact(value) == {
+        "models": [{"name": "a", "upstream_api_key": "***"}],
+        "api_keys": ["***", "***"],
+        "max_tokens": 5,
+    }
+    assert redact("sk-1", secret=True) == "***" and redact(3, secret=True) == 3

@@ -90,7 +90,7 @@ def test_solve_cli_rejects_bad_capacity(tmp_path):
     assert result.exit_code == 2 and "MODEL=COUNT" in result.output
 
 
-def test_shipped_configs_load():
+def test_shipped_configs_load(monkeypatch):
     from pathlib import Path
 
     from winnow.common.config import load_config
@@ -99,6 +99,7 @@ def test_shipped_configs_load():
 
     configs = Path(__file__).resolve().parents[2] / "configs" / "route"
     assert load_config(RouteEvalConfig, configs / "routerbench.yaml").batch_size == 50
+    monkeypatch.setenv("WINNOW_PROXY_KEYS", "a-key-of-twenty-chars")
     serve = load_config(ServeConfig, configs / "proxy.yaml")
     assert serve.quality_model().predict(["q"])[0].shape == (1, 2)
 
@@ -107,7 +108,8 @@ def test_serve_cli_rejects_priors_that_miss_a_model(tmp_path):
     config = tmp_path / "proxy.yaml"
     config.write_text(
         "prior_quality: {a: 0.5}\n"
-        "proxy:\n  api_keys: [k]\n  budget_per_window: 1\n  budget_per_day: 2\n  models:\n"
+        "proxy:\n  api_keys: [0123456789abcdef]\n  budget_per_window: 1\n  budget_per_day: 2\n"
+        "  models:\n"
         "    - {name: a, base_url: 'http://127.0.0.1:9/v1', input_price_per_token: 0,"
         " output_price_per_token: 0, capacity: 1}\n"
         "    - {name: b, base_url: 'http://127.0.0.1:9/v1', input_price_per_token: 0,"

@@ -40,7 +40,7 @@ from winnow.route.ledger import (
 from winnow.route.proxy_config import ConstantQuality, ProxyConfig, QualityModel
 from winnow.route.server import create_app, plan_window
 
-KEY = "test-key"
+KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CAP = 32  # max_tokens_cap of every proxy here
 UPSTREAM_PROMPT_TOKENS = 20
@@ -266,6 +266,45 @@ def test_config_errors_name_the_field(model, key, value, message):
     (settings if model is None else settings["models"][model])[key] = value
     with pytest.raises(ConfigError, match=message):
         load_config(ProxyConfig, settings)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["change-me"], "key 0 is a placeholder"),
+        ([KEY, "short-key"], "key 1 has 9 characters, fewer than 16"),
+        ([""], "key 0 has 0 characters"),
+    ],
+)
+def test_guessable_client_keys_are_refused_without_echoing_them(keys, message):
+    settings = pool_config(LOCAL).model_dump(mode="json") | {"api_keys": keys}
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(ProxyConfig, settings)
+    assert "token_urlsafe" in str(error.value)
+    assert all(key not in str(error.value) for key in keys if key)
+
+
+def test_keys_come_from_the_environment_and_never_reach_an_error(monkeypatch):
+    secret = "sk-upstream-secret-value-123"
+    monkeypatch.setenv("TEST_PROXY_KEYS", f"{KEY}, {KEY}-second")
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", secret)
+    settings = pool_config(LOCAL).model_dump(mode="json")
+    settings.pop("api_keys")
+    settings["api_keys_env"] = "TEST_PROXY_KEYS"
+    settings["models"][0] |= {"upstream_api_key": None, "upstream_api_key_env": "TEST_UPSTREAM_KEY"}
+    config = load_config(ProxyConfig, settings)
+    assert [key.get_secret_value() for key in config.api_keys] == [KEY, f"{KEY}-second"]
+    assert config.models[0].upstream_api_key.get_secret_value() == secret
+    assert secret not in repr(config) and secret not in config.model_dump_json()
+    # A config error on the model block shows its fields, but no key, at any depth.
+    settings["models"][0] |= {"upstream_api_key": secret, "upstream_api_key_env": None}
+    del settings["models"][0]["capacity"]
+    with pytest.raises(ConfigError, match="capacity") as error:
+        load_config(ProxyConfig, settings)
+    assert secret not in str(error.value) and "'upstream_api_key': '***'" in str(error.value)
+    monkeypatch.delenv("TEST_PROXY_KEYS")
+    with pytest.raises(ConfigError, match="TEST_PROXY_KEYS is not set"):
+        load_config(ProxyConfig, {**settings, "models": pool_config(LOCAL).model_dump()["models"]})
 
 
 def test_constant_quality_repeats_the_prior():

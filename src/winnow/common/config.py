@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +19,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from winnow.common.exceptions import ConfigError
 
-__all__ = ["Config", "apply_overrides", "config_to_yaml", "load_config"]
+__all__ = [
+    "Config",
+    "apply_overrides",
+    "config_to_yaml",
+    "is_secret_name",
+    "load_config",
+    "redact",
+]
+
+_SECRET_WORDS = {"key", "keys", "secret", "secrets", "password", "passwords", "authorization"}
+REDACTED = "***"
 
 
 class Config(BaseModel):
@@ -128,11 +139,32 @@ def _describe(
             continue
         field = _field_at(model, loc)
         allowed = f" ({field.description})" if field is not None and field.description else ""
-        lines.append(
-            f"  {path}: got {error.get('input')!r}; {error['msg']}{allowed}. "
-            f"Fix: change {fix_where}."
-        )
+        shown = redact(error.get("input"), secret=any(is_secret_name(part) for part in loc))
+        lines.append(f"  {path}: got {shown!r}; {error['msg']}{allowed}. Fix: change {fix_where}.")
     return "\n".join(lines)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a field called ``name`` may hold a secret: a word of it is key(s), secret(s),
+    password(s) or authorization (``upstream_api_key``, ``api_keys``), or it ends in
+    token(s) other than a price or count per token (``hf_token``, not ``price_per_token``)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # apiKey -> api_Key
+    words = re.split(r"[^a-z0-9]+", spaced.lower())
+    if _SECRET_WORDS.intersection(words):
+        return True
+    return words[-1] in ("token", "tokens") and (len(words) < 2 or words[-2] != "per")
+
+
+def redact(value: Any, secret: bool = False) -> Any:
+    """``value`` with every string under a secret-named key (at any depth) shown as ``***``;
+    ``secret=True`` redacts the strings of ``value`` itself. Numbers stay (``max_tokens``)."""
+    if isinstance(value, Mapping):
+        return {k: redact(v, secret or is_secret_name(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v, secret) for v in value)
+    if secret and isinstance(value, str):
+        return REDACTED
+    return value
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:

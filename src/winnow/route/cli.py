@@ -65,8 +65,10 @@ def solve(
         with user_errors():
             summary = solve_batch_file(batch, output, budget, capacity or [], defer, time_limit)
     except KeyboardInterrupt:
+        from winnow.common.interrupt import exit_now
+
         typer.echo("interrupted: no assignment written", err=True)
-        raise typer.Exit(code=130) from None
+        exit_now(130)
     typer.echo(summary)
 
 

@@ -6,8 +6,9 @@ validated and saved, and a quality model built, without fastapi or httpx install
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -30,6 +31,25 @@ PROMPT_TOKEN_BOUNDS: dict[str, Callable[[str], int]] = {
 }
 """Prompt tokens from the prompt fields' JSON text: a bound (``utf8_bytes``) or an estimate."""
 
+MIN_KEY_CHARS = 16
+PLACEHOLDER_KEYS = frozenset({"change-me", "changeme", "secret", "password", "test", "key"})
+NEW_KEY_HINT = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+
+
+def _from_environment(data: Any, field: str, env_field: str, split: bool) -> Any:
+    """``data`` with ``field`` filled from the environment variable named by ``env_field``
+    (comma-separated keys when ``split``); the variable must be set and the two exclusive."""
+    if not isinstance(data, dict) or data.get(env_field) is None:
+        return data
+    name = data[env_field]
+    if data.get(field):
+        raise ValueError(f"give {field} or {env_field}, not both")
+    value = os.environ.get(str(name))
+    if not value:
+        raise ValueError(f"{env_field}: the environment variable {name} is not set or empty")
+    keys = [part.strip() for part in value.split(",") if part.strip()] if split else value
+    return {**data, field: keys}
+
 
 # -- configuration ----------------------------------------------------------------------------
 
@@ -41,9 +61,17 @@ class PoolModel(Config):
     base_url: str = Field(description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     upstream_model: str | None = Field(None, description="the upstream's name for it; default name")
     upstream_api_key: SecretStr | None = Field(None, description="sent as Bearer to the upstream")
+    upstream_api_key_env: str | None = Field(
+        None, description="environment variable holding upstream_api_key (instead of the YAML)"
+    )
     input_price_per_token: float = Field(ge=0, description="USD per prompt token")
     output_price_per_token: float = Field(ge=0, description="USD per completion token")
     capacity: int = Field(ge=1, description="calls in flight at once: instances x concurrency")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_environment(cls, data: Any) -> Any:
+        return _from_environment(data, "upstream_api_key", "upstream_api_key_env", split=False)
 
     @field_validator("base_url")
     @classmethod
@@ -57,7 +85,12 @@ class ProxyConfig(Config):
     """Everything the routing proxy needs; secrets are ``SecretStr`` and dump masked."""
 
     models: list[PoolModel] = Field(min_length=1, description="the pool, in quality-model order")
-    api_keys: list[SecretStr] = Field(min_length=1, description="client keys accepted as Bearer")
+    api_keys: list[SecretStr] = Field(
+        min_length=1, description=f"client keys accepted as Bearer, {MIN_KEY_CHARS}+ characters"
+    )
+    api_keys_env: str | None = Field(
+        None, description="environment variable holding the client keys, comma-separated"
+    )
     budget_per_window: float = Field(gt=0, description="USD one window may reserve and spend")
     budget_per_day: float = Field(gt=0, description="USD one UTC day may reserve and spend")
     window_seconds: float = Field(0.5, ge=0.05, le=5.0, description="longest wait of a window")
@@ -71,13 +104,31 @@ class ProxyConfig(Config):
     charge_failed_requests: bool = Field(False, description="charge calls that returned an error")
     metrics_history: int = Field(100, ge=1, le=10_000, description="windows and days in /metrics")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_from_environment(cls, data: Any) -> Any:
+        return _from_environment(data, "api_keys", "api_keys_env", split=True)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        """Refuse keys anyone could guess; the message never shows a key."""
+        for index, key in enumerate(keys):
+            value = key.get_secret_value()
+            if value.strip().lower() in PLACEHOLDER_KEYS:
+                raise ValueError(f"key {index} is a placeholder; replace it ({NEW_KEY_HINT})")
+            if len(value) < MIN_KEY_CHARS:
+                raise ValueError(
+                    f"key {index} has {len(value)} characters, fewer than {MIN_KEY_CHARS}; "
+                    f"{NEW_KEY_HINT}"
+                )
+        return keys
+
     @model_validator(mode="after")
     def _distinct_names(self) -> ProxyConfig:
         names = [model.name for model in self.models]
         if "auto" in names or len(set(names)) < len(names):
             raise ValueError(f"models need distinct names other than 'auto', got {names}")
-        if any(not key.get_secret_value() for key in self.api_keys):
-            raise ValueError("api_keys must not contain an empty key")
         return self
 
 
