@@ -14,6 +14,7 @@ from winnow.route.exceptions import RouteInputError
 from winnow.route.proxy_config import PROMPT_TOKEN_BOUNDS, ProxyConfig
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MESSAGE_OVERHEAD_TOKENS",
     "ChatRequest",
     "is_int",
@@ -22,6 +23,9 @@ __all__ = [
 
 # Chat templates wrap each message in a few special tokens (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 8
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a request body; OpenAI chat bodies need under 10 levels."""
+_TOO_DEEP = f"the body's JSON is nested more than {MAX_JSON_DEPTH} levels deep; flatten it"
 
 _PROMPT_FIELDS = ("messages", "tools", "functions", "tool_choice", "response_format")
 _COMPLETION_LIMITS = ("max_tokens", "max_completion_tokens")
@@ -50,6 +54,10 @@ def parse_chat_request(raw: bytes, config: ProxyConfig) -> ChatRequest:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RouteInputError(f"the body is not valid JSON ({exc}); send a JSON object") from None
+    except RecursionError:  # nested past the parser's own stack
+        raise RouteInputError(_TOO_DEEP) from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise RouteInputError(_TOO_DEEP)
     if not isinstance(body, dict):
         raise RouteInputError("the body must be a JSON object with 'messages'")
     if body.get("stream"):
@@ -77,6 +85,18 @@ def parse_chat_request(raw: bytes, config: ProxyConfig) -> ChatRequest:
         completion_tokens=choices * limit,
         model=_requested_model(body.get("model"), [m.name for m in config.models]),
     )
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def is_int(value: object) -> bool:

@@ -1,4 +1,4 @@
-"""Money for the routing proxy: token prices, call costs, and a budget ledger never overdrawn.
+"""Money for the routing proxy: token prices, call costs, and a budget ledger.
 
 Every amount here is an integer number of picodollars (1e-12 USD), so sums and differences are
 exact and ``settled + reserved <= budget`` is checked without rounding drift. Conversions from
@@ -7,11 +7,13 @@ budgets round down, so a bound that holds in picodollars also holds in USD.
 
 The ledger holds two budgets: one per window (one routed batch) and one per UTC day. A call's
 worst-case cost is reserved in the window it was routed in, and in that window's day, before the
-call is sent; afterwards the reservation is settled with the actual cost (never more than was
-reserved) or released. A reservation is refused when it would lift either total, reserved plus
-settled, above its budget, so neither total ever exceeds its budget, whatever order calls finish
-in. Every method takes one lock and never waits inside it: the ledger is safe from threads and,
-having no ``await``, from concurrent asyncio tasks.
+call is sent; afterwards the reservation is settled with the actual cost or released. A
+reservation is refused when it would lift either total, reserved plus settled, above its budget,
+so neither total exceeds its budget, whatever order calls finish in, unless an upstream reports
+more usage than its worst case: that cost is charged as reported (it was spent), the totals pass
+their budget by that excess, and nothing more is reserved until there is room. Every method
+takes one lock and never waits inside it: the ledger is safe from threads and, having no
+``await``, from concurrent asyncio tasks.
 
 Example::
 
@@ -136,8 +138,9 @@ class BudgetLedger:
     Parameters
     ----------
     window_budget, day_budget : int
-        Budgets in picodollars, ``> 0``. A window's total (reserved + settled) never exceeds
-        ``window_budget``, a day's never exceeds ``day_budget``.
+        Budgets in picodollars, ``> 0``. A reservation never lifts a window's total (reserved +
+        settled) above ``window_budget`` or a day's above ``day_budget``; only a call charged
+        above its reservation can (:meth:`settle`).
     history : int, default 100
         How many recent windows and days :meth:`report` lists. Forgetting one changes only
         the report: each reservation holds its window, so it still settles where it was made.
@@ -148,6 +151,8 @@ class BudgetLedger:
         The largest total any window or day has reached, in picodollars.
     windows_opened : int
         How many windows :meth:`open_window` has started.
+    overage : int
+        Picodollars charged above reservations, in all (see :meth:`settle`).
     """
 
     def __init__(self, window_budget: int, day_budget: int, *, history: int = 100) -> None:
@@ -162,6 +167,7 @@ class BudgetLedger:
         self.peak_window = 0
         self.peak_day = 0
         self.windows_opened = 0
+        self.overage = 0
         self._lock = threading.Lock()
         self._ids = count()
         self._windows: OrderedDict[int, Window] = OrderedDict()
@@ -206,10 +212,13 @@ class BudgetLedger:
             return reservation
 
     def settle(self, reservation: Reservation, actual: int) -> int:
-        """Close ``reservation``, charging ``min(actual, reservation.amount)``; returns the charge.
+        """Close ``reservation``, charging ``actual``; returns the charge.
 
-        The rest of the reservation goes back to both budgets. A cost above the reservation is
-        capped so that the budgets hold; the caller decides how to report such a call.
+        What the reservation held beyond ``actual`` goes back to both budgets. A cost above the
+        reservation (an upstream reporting more usage than its worst case) is charged as
+        reported: it is money really spent, so both totals take it at once, may pass their
+        budget by that one call's excess (``overage`` counts it), and every later reservation
+        is refused until the window or day has room again.
         """
         if actual < 0:
             raise RouteInputError(f"actual cost must be >= 0 picodollars, got {actual!r}")
@@ -220,11 +229,13 @@ class BudgetLedger:
                     "already; settle or release each reservation exactly once"
                 )
             self._open.remove(reservation.id)
-            charged = min(actual, reservation.amount)
             for spend in (reservation.window.spend, reservation.window.day_spend):
                 spend.reserved -= reservation.amount
-                spend.settled += charged
-            return charged
+                spend.settled += actual
+            self.overage += max(0, actual - reservation.amount)
+            self.peak_window = max(self.peak_window, reservation.window.spend.total)
+            self.peak_day = max(self.peak_day, reservation.window.day_spend.total)
+            return actual
 
     def release(self, reservation: Reservation) -> None:
         """Close ``reservation`` without charge (the call was never billed)."""
@@ -239,6 +250,7 @@ class BudgetLedger:
                 "peak_window_usd": pico_to_usd(self.peak_window),
                 "peak_day_usd": pico_to_usd(self.peak_day),
                 "windows_opened": self.windows_opened,
+                "overage_usd": pico_to_usd(self.overage),
                 "open_reservations": len(self._open),
                 "windows": [
                     {"index": w.index, "day": w.day.isoformat(), **_usd(w.spend)}

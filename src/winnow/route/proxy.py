@@ -37,8 +37,8 @@ What a call is charged, and whether the request moves on:
 ==================================================  ==========================  ==========
 upstream outcome                                    charged                     fails over
 ==================================================  ==========================  ==========
-2xx with JSON and ``usage`` within the reservation  the usage's cost            no
-2xx, ``usage`` missing or above the reservation     the whole reservation [1]_  no
+2xx with JSON and ``usage``                         the usage's cost [1]_       no
+2xx with ``usage`` missing                          the whole reservation       no
 400, 413, 422 (the request itself is invalid)       0, answer passed through    no
 other status (401, 403, 404, 408, 429, 5xx)         0 [2]_                      yes
 connection refused or not established               0                           yes
@@ -46,22 +46,33 @@ timeout or broken connection after sending, or a    the whole reservation [3]_  
 2xx whose body is not a JSON object
 ==================================================  ==========================  ==========
 
-.. [1] counted in ``/metrics`` as a usage anomaly.
+.. [1] above the reservation it is charged as reported (the money was spent), counted in
+   ``/metrics`` (``usage_over_reservation``, ``overage_usd``), and the upstream is rested.
 .. [2] OpenAI-style APIs do not bill failed requests; ``charge_failed_requests=True`` charges
    the whole reservation instead.
 .. [3] the upstream may have finished, and billed, the call; the proxy cannot know.
 
 **The budget guarantee.** The ledger is the only place money is decided: one lock, integer
 picodollars, and a reservation is refused unless the window's and the day's totals (reserved +
-settled) stay within their budgets; settling never charges more than was reserved. The
-assignment only advises: a request whose reservation is refused moves down its order or gets a
-429. So no interleaving of 200 concurrent requests, failovers and settlements can overdraw
-either budget. It bounds real spend as long as usage stays within the reservation: ``max_tokens``
+settled) stay within their budgets. The assignment only advises: a request whose reservation is
+refused moves down its order or gets a 429. So no interleaving of 200 concurrent requests,
+failovers and settlements can overdraw either budget, except by what an upstream reports above
+a reservation: that is charged to both budgets at once, so later reservations are refused rather
+than spending further, and the upstream rests (below). It bounds real spend as long as usage
+stays within the reservation: ``max_tokens``
 is forwarded capped, and the default prompt bound, the UTF-8 bytes of the prompt fields plus
 :data:`~winnow.route.chat_requests.MESSAGE_OVERHEAD_TOKENS` per message, is an upper bound for
 byte-level BPE and SentencePiece (byte-fallback) tokenizers. ``"chars_over_4"`` is tighter but
-only an estimate; anything above a reservation is counted as an anomaly. The ledger lives in one
-process: serve with one worker (:func:`serve` does).
+only an estimate. The ledger lives in one process: serve with one worker
+(:func:`winnow.route.server.serve` does).
+
+**Resting upstreams.** Each model has a :class:`~winnow.route.breaker.CircuitBreaker`: after
+``breaker_failures`` consecutive failed calls, or one over-reported usage, it rests for
+``breaker_cooldown_seconds`` (doubling after each failed trial call): the plan gives it no
+capacity and failover skips it. **Waiting.** At most ``max_waiting`` requests queue; more get a
+429 ``queue_full``. A client that disconnects before its call is dispatched is dropped and never
+billed; after dispatch the call completes and is billed. Answers carry
+``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD).
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
@@ -80,6 +91,7 @@ import numpy as np
 
 from winnow.common.extras import require
 from winnow.route.assign import assign_batch
+from winnow.route.breaker import CircuitBreaker
 from winnow.route.chat_requests import ChatRequest, is_int
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import (
@@ -103,6 +115,7 @@ __all__ = ["RoutingProxy", "error_response", "plan_window"]
 logger = logging.getLogger(__name__)
 
 _PASSED_THROUGH = frozenset({400, 413, 422})
+_DISCONNECT_POLL_SECONDS = 0.05
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -213,6 +226,7 @@ class _Pending:
     window: Window | None = None
     candidates: list[int] = field(default_factory=list)
     crowded_out: bool = False
+    dropped: bool = False  # the client left before dispatch: never placed, never billed
 
     def answer(self, response: fastapi.responses.JSONResponse) -> None:
         if not self.future.done():
@@ -229,6 +243,9 @@ class _Counts:
     deferred: int = 0
     rejected: int = 0
     usage_anomalies: int = 0
+    usage_over_reservation: int = 0
+    disconnected: int = 0
+    queue_full: int = 0
 
 
 class RoutingProxy:
@@ -266,6 +283,10 @@ class RoutingProxy:
         )
         self.counts = _Counts()
         self.in_flight = [0] * len(config.models)
+        self.breakers = [
+            CircuitBreaker(config.breaker_failures, config.breaker_cooldown_seconds)
+            for _ in config.models
+        ]
         self._capacity = [model.capacity for model in config.models]
         self._waiting: list[_Pending] = []
         self._tasks: set[asyncio.Task] = set()
@@ -289,8 +310,17 @@ class RoutingProxy:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._arrived = None
 
-    async def submit(self, request: ChatRequest) -> fastapi.responses.JSONResponse:
-        """Queue ``request`` and wait for its answer; :class:`RouteInputError` if unaffordable."""
+    async def submit(
+        self,
+        request: ChatRequest,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> fastapi.responses.JSONResponse:
+        """Queue ``request`` and wait for its answer; :class:`RouteInputError` if unaffordable.
+
+        ``disconnected`` (e.g. Starlette's ``request.is_disconnected``) is polled while the
+        request waits: a client gone before its call is dispatched is dropped, unbilled; after
+        dispatch the call completes and is billed (its answer has no reader).
+        """
         costs = [
             call_cost(request.prompt_tokens, request.completion_tokens, p) for p in self.prices
         ]
@@ -306,10 +336,34 @@ class RoutingProxy:
             )
         if self._arrived is None:
             return _shutting_down()
+        if len(self._waiting) >= self.config.max_waiting:
+            self.counts.queue_full += 1
+            retry = max(1, math.ceil(self.config.window_seconds))
+            return error_response(
+                429,
+                f"{len(self._waiting)} requests are already waiting (max_waiting); retry shortly",
+                "queue_full",
+                headers={"Retry-After": str(retry)},
+            )
         pending = _Pending(request, costs, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
         self._arrived.set()
+        while disconnected is not None and pending.window is None:
+            done, _ = await asyncio.wait({pending.future}, timeout=_DISCONNECT_POLL_SECONDS)
+            if done or pending.window is not None:
+                break
+            if await disconnected():
+                self._drop(pending)
+                return error_response(499, "the client closed the request", "client_closed")
         return await asyncio.shield(pending.future)
+
+    def _drop(self, pending: _Pending) -> None:
+        """Forget a request whose client left before dispatch; it is never placed or billed."""
+        pending.dropped = True
+        self.counts.disconnected += 1
+        if pending in self._waiting:
+            self._waiting.remove(pending)
+        pending.answer(error_response(499, "the client closed the request", "client_closed"))
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -343,6 +397,7 @@ class RoutingProxy:
 
     async def _route(self, batch: list[_Pending]) -> None:
         window = self.ledger.open_window(self.clock().astimezone(timezone.utc).date())
+        batch = [p for p in batch if not p.dropped]
         named = [p for p in batch if p.request.model is not None]
         routed = [p for p in batch if p.request.model is None]
         orders = await self._plan(window, named, routed) if routed else []
@@ -350,6 +405,8 @@ class RoutingProxy:
             *((p, [p.request.model]) for p in named),
             *zip(routed, orders, strict=True),
         ]:
+            if pending.dropped:  # its client left while the window was planned
+                continue
             pending.window, pending.candidates = window, order
             self._place(pending)
 
@@ -359,7 +416,10 @@ class RoutingProxy:
         # Named requests are placed first, so the plan leaves them their slots and money.
         taken = Counter(p.request.model for p in named)
         free = [
-            max(0, self._capacity[j] - self.in_flight[j] - taken[j]) for j in range(len(self.names))
+            max(0, self._capacity[j] - self.in_flight[j] - taken[j])
+            if self.breakers[j].allows_call()
+            else 0  # resting after failures: the plan leaves it out
+            for j in range(len(self.names))
         ]
         money = self.ledger.available(window) - sum(p.costs[p.request.model] for p in named)
         cost = np.array([p.costs for p in routed], dtype=float) / PICODOLLARS_PER_USD
@@ -390,12 +450,13 @@ class RoutingProxy:
         while pending.candidates:
             model = pending.candidates.pop(0)
             reservation = None
-            if self.in_flight[model] < self._capacity[model]:
+            if self.in_flight[model] < self._capacity[model] and self.breakers[model].allows_call():
                 reservation = self.ledger.try_reserve(pending.window, pending.costs[model])
             if reservation is None:
                 pending.crowded_out = True
                 continue
             self.in_flight[model] += 1
+            self.breakers[model].on_dispatch()
             return model, reservation
         return None
 
@@ -410,8 +471,9 @@ class RoutingProxy:
                 if isinstance(outcome, _Reply):
                     if outcome.status < 300:
                         self.counts.served[name] += 1
-                    pending.answer(_relay(outcome, name, charged))
+                    pending.answer(_relay(outcome, name, charged, self._left(pending.window)))
                     return
+                self.breakers[model].record_failure()
                 self.counts.errors[name] += 1
                 failures.append(f"{name}: {outcome.reason}")
                 claim = self._claim(pending)
@@ -456,15 +518,24 @@ class RoutingProxy:
         return _read_reply(response, self.config.charge_failed_requests)
 
     def _settle(self, model: int, reservation: Reservation, outcome: _Reply | _Failure) -> int:
+        """Charge the call; a 2xx or a pass-through 4xx counts as a working upstream."""
         if isinstance(outcome, _Failure):
             return self.ledger.settle(reservation, reservation.amount if outcome.billed else 0)
+        self.breakers[model].record_success()
         if outcome.status >= 300:
             return self.ledger.settle(reservation, 0)
-        actual = None if outcome.usage is None else call_cost(*outcome.usage, self.prices[model])
-        if actual is None or actual > reservation.amount:
+        if outcome.usage is None:
             self.counts.usage_anomalies += 1
-            actual = reservation.amount
+            return self.ledger.settle(reservation, reservation.amount)
+        actual = call_cost(*outcome.usage, self.prices[model])
+        if actual > reservation.amount:  # charged as reported; the upstream is rested
+            self.counts.usage_over_reservation += 1
+            self.breakers[model].trip()
         return self.ledger.settle(reservation, actual)
+
+    def _left(self, window: Window | None) -> tuple[int, int] | None:
+        """Picodollars left in ``window`` and its day (negative past an over-report)."""
+        return None if window is None else self.ledger.remaining(window)
 
     # -- answers ----------------------------------------------------------------------------
 
@@ -494,7 +565,7 @@ class RoutingProxy:
             429,
             message,
             "budget_exhausted",
-            headers={"Retry-After": str(retry)},
+            headers={"Retry-After": str(retry), **_left_headers((window_left, day_left))},
             retry_after_seconds=retry,
             day_resets_at=midnight.isoformat(),
         )
@@ -526,6 +597,9 @@ class RoutingProxy:
                 "rejected": counts.rejected,
                 "fallbacks": counts.fallbacks,
                 "usage_anomalies": counts.usage_anomalies,
+                "usage_over_reservation": counts.usage_over_reservation,
+                "disconnected_before_dispatch": counts.disconnected,
+                "queue_full": counts.queue_full,
                 "waiting": len(self._waiting),
             },
             "models": {
@@ -535,6 +609,9 @@ class RoutingProxy:
                     "errors": counts.errors[name],
                     "in_flight": self.in_flight[j],
                     "capacity": self._capacity[j],
+                    "breaker": self.breakers[j].state,
+                    "breaker_trips": self.breakers[j].trips,
+                    "rest_seconds_left": round(self.breakers[j].seconds_left(), 3),
                 }
                 for j, name in enumerate(self.names)
             },
@@ -551,6 +628,14 @@ def error_response(
     return fastapi.responses.JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+def _left_headers(left: tuple[int, int] | None) -> dict[str, str]:
+    """``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD, never below 0)."""
+    if left is None:
+        return {}
+    window, day = (format_usd(max(0, amount)) for amount in left)
+    return {"x-winnow-window-remaining": window, "x-winnow-day-remaining": day}
+
+
 def _shutting_down() -> fastapi.responses.JSONResponse:
     return error_response(503, "the proxy is shutting down; retry shortly", "unavailable")
 
@@ -559,7 +644,9 @@ def _routing_failed() -> fastapi.responses.JSONResponse:
     return error_response(500, "routing this request failed; see the proxy's log", "internal")
 
 
-def _relay(reply: _Reply, name: str, charged: int) -> fastapi.responses.JSONResponse:
+def _relay(
+    reply: _Reply, name: str, charged: int, left: tuple[int, int] | None
+) -> fastapi.responses.JSONResponse:
     payload = {**reply.payload, "model": name} if reply.status < 300 else reply.payload
-    headers = {"x-winnow-model": name, "x-winnow-cost": format_usd(charged)}
+    headers = {"x-winnow-model": name, "x-winnow-cost": format_usd(charged), **_left_headers(left)}
     return fastapi.responses.JSONResponse(payload, status_code=reply.status, headers=headers)

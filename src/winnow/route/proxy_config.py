@@ -103,6 +103,11 @@ class ProxyConfig(Config):
     )
     charge_failed_requests: bool = Field(False, description="charge calls that returned an error")
     metrics_history: int = Field(100, ge=1, le=10_000, description="windows and days in /metrics")
+    max_waiting: int = Field(1024, ge=1, description="requests queued at once; more get a 429")
+    breaker_failures: int = Field(3, ge=1, description="consecutive upstream failures that rest it")
+    breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, description="first rest of a failing upstream; doubles per failed trial"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -104,7 +104,7 @@ def create_app(
                 "request_too_large",
             )
         try:
-            return await proxy.submit(parse_chat_request(raw, config))
+            return await proxy.submit(parse_chat_request(raw, config), request.is_disconnected)
         except RouteInputError as exc:
             proxy.counts.rejected += 1
             return error_response(400, str(exc), "invalid_request_error")
