@@ -154,3 +154,31 @@ def test_solve_cli_names_the_defer_flag_when_the_budget_is_short(tmp_path):
     result = runner.invoke(app, ["route", "solve", str(batch), "-o", str(out), "--budget", "1e-6"])
     assert result.exit_code == 2 and "--defer" in result.output
     assert "defer_infeasible" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"prompt,a,a|total_cost\n\xff\xfe,0.5,1\n", "not UTF-8"),
+        (b'prompt,a,a|total_cost\n"unclosed,0.5,1\n', "could not be read"),
+        (b"prompt,a,b,a|total_cost\nq,0.5,0.7,1\n", "columns ['b'] have no"),
+        (b"prompt,a|total_cost\nq,1\n", "no quality column for ['a']"),
+        (b"prompt,a,a|total_cost\nq,0.5,1\nr,,1\ns,0.5,x\n", "(lines 3, 4); fix them"),
+    ],
+)
+def test_solve_input_errors_are_one_line_naming_the_fix(tmp_path, content, message):
+    batch = tmp_path / "batch.csv"
+    batch.write_bytes(content)
+    result = runner.invoke(app, ["route", "solve", str(batch), "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_solve_drop_invalid_counts_what_it_left_out(tmp_path):
+    batch = tmp_path / "batch.csv"
+    batch.write_bytes(b"prompt,a,a|total_cost\nq,0.5,1\nr,,1\ns,0.5,x\n")
+    out = tmp_path / "o.csv"
+    result = runner.invoke(app, ["route", "solve", str(batch), "-o", str(out), "--drop-invalid"])
+    assert result.exit_code == 0 and "dropped 2 invalid rows" in result.output
+    assert len(pd.read_csv(out)) == 1

@@ -149,7 +149,9 @@ def test_ledger_random_operations_never_go_negative_or_over_budget_but_for_repor
         ledger.release(reservation)
     assert all(w.spend.reserved == 0 and w.day_spend.reserved == 0 for w in windows)
     assert ledger.overage > 0  # some settlements were above their reservation
-    assert ledger.peak_window <= 1_000 + ledger.overage and ledger.peak_day <= 3_000 + ledger.overage
+    assert (
+        ledger.peak_window <= 1_000 + ledger.overage and ledger.peak_day <= 3_000 + ledger.overage
+    )
 
 
 def test_ledger_is_never_overdrawn_by_threads():

@@ -50,6 +50,9 @@ def solve(
         None, help="Per-model limit MODEL=COUNT (repeatable); unlisted models are unlimited."
     ),
     defer: bool = typer.Option(False, help="Defer the least valuable queries when infeasible."),
+    drop_invalid: bool = typer.Option(
+        False, help="Leave out rows with a missing or non-numeric quality or cost (counted)."
+    ),
     time_limit: float = typer.Option(
         DEFAULT_TIME_LIMIT,
         help="Seconds for the solver; at the limit the best plan is written with its gap.",
@@ -63,7 +66,9 @@ def solve(
 
     try:
         with user_errors():
-            summary = solve_batch_file(batch, output, budget, capacity or [], defer, time_limit)
+            summary = solve_batch_file(
+                batch, output, budget, capacity or [], defer, time_limit, drop_invalid
+            )
     except KeyboardInterrupt:
         from winnow.common.interrupt import exit_now
 

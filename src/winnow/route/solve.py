@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import numpy as np
 from winnow.common.interrupt import call_interruptibly
 from winnow.common.runs import atomic_path
 from winnow.route.assign import Assignment, assign_batch
-from winnow.route.datasets import load_routing_table
+from winnow.route.datasets import COST_SUFFIX, RoutingData, table_to_routing_data
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 
-__all__ = ["DEFAULT_TIME_LIMIT", "parse_capacities", "solve_batch_file"]
+__all__ = ["DEFAULT_TIME_LIMIT", "parse_capacities", "read_batch", "solve_batch_file"]
 
 DEFAULT_TIME_LIMIT = 60.0
 """Seconds ``winnow route solve`` gives the solver by default: a 1,000 x 11 batch usually takes
@@ -35,6 +36,74 @@ def parse_capacities(items: Sequence[str], models: Sequence[str]) -> np.ndarray 
     return capacity
 
 
+_METADATA = frozenset({"sample_id", "prompt", "eval_name", "task"})
+
+
+def read_batch(batch: Path, drop_invalid: bool = False) -> RoutingData:
+    """The batch table, checked strictly: ``solve`` never drops or ignores data silently.
+
+    One-line errors for a missing, empty, non-UTF-8 or unparseable file; a model column with
+    numbers but no ``<model>|total_cost`` column; and rows with a missing or NaN quality or
+    cost (named by line; with ``drop_invalid`` they are dropped and counted instead).
+    """
+    import pandas as pd
+
+    batch = Path(batch)
+    if batch.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise RouteInputError(f"{batch} is neither .csv nor .parquet; convert the table")
+    try:
+        if batch.suffix.lower() == ".csv":
+            frame = pd.read_csv(batch, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(batch)
+    except FileNotFoundError:
+        raise RouteInputError(f"{batch} does not exist") from None
+    except pd.errors.EmptyDataError:
+        raise RouteInputError(
+            f"{batch} is empty; it needs a header and one row per query"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise RouteInputError(
+            f"{batch} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RouteInputError(f"{batch} could not be read as a table: {first}") from None
+    columns = [str(c) for c in frame.columns]
+    costed = {c.removesuffix(COST_SUFFIX) for c in columns if c.endswith(COST_SUFFIX)}
+    uncosted = [
+        c
+        for c in columns
+        if c not in _METADATA | costed
+        and not c.endswith(COST_SUFFIX)
+        and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    if uncosted:
+        raise RouteInputError(
+            f"{batch}: quality columns {uncosted} have no '<model>{COST_SUFFIX}' column; add "
+            "their costs or remove them"
+        )
+    models = [c for c in columns if c in costed]
+    unpriced = sorted(costed - set(models))
+    if not costed or unpriced:
+        raise RouteInputError(
+            f"{batch}: every model needs a quality column and a '<model>{COST_SUFFIX}' column; "
+            + (f"no quality column for {unpriced}" if unpriced else "there are no cost columns")
+        )
+    values = frame[[*models, *(m + COST_SUFFIX for m in models)]]
+    bad = np.flatnonzero(values.apply(pd.to_numeric, errors="coerce").isna().any(axis=1))
+    if bad.size and not drop_invalid:
+        lines = ", ".join(str(i + 2) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise RouteInputError(
+            f"{batch}: {bad.size} rows have a missing or non-numeric quality or cost (lines "
+            f"{lines}); fix them, or pass --drop-invalid to leave them out"
+        )
+    frame = frame.drop(index=frame.index[bad])
+    frame[values.columns] = frame[values.columns].apply(pd.to_numeric)
+    data = table_to_routing_data(frame, models=models, source=str(batch))
+    return dataclasses.replace(data, n_dropped=int(bad.size))
+
+
 def solve_batch_file(
     batch: Path,
     output: Path,
@@ -42,6 +111,7 @@ def solve_batch_file(
     capacity: Sequence[str],
     defer: bool,
     time_limit: float = DEFAULT_TIME_LIMIT,
+    drop_invalid: bool = False,
 ) -> str:
     """Solve the batch in ``batch`` and write ``output`` (CSV: id, model, quality, cost).
 
@@ -52,9 +122,7 @@ def solve_batch_file(
 
     if not (np.isfinite(time_limit) and time_limit > 0):
         raise RouteInputError(f"--time-limit must be seconds > 0; got {time_limit}")
-    data = load_routing_table(batch)
-    if data.cost is None:
-        raise RouteInputError(f"{batch} has no '<model>|total_cost' columns; costs are required")
+    data = read_batch(batch, drop_invalid)
     limits = parse_capacities(capacity, data.models)
 
     def solve() -> Assignment:
@@ -82,7 +150,9 @@ def solve_batch_file(
     return (
         f"assigned {int(served.sum())} of {data.n_queries} queries, expected correct "
         f"{result.objective:.3f}, cost ${result.cost:.6f}, deferred {len(result.deferred)}; "
-        f"{_status(result, time_limit)}; wrote {output}"
+        f"{_status(result, time_limit)}; "
+        + (f"dropped {data.n_dropped} invalid rows; " if data.n_dropped else "")
+        + f"wrote {output}"
     )
 
 
