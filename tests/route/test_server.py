@@ -634,9 +634,11 @@ def test_a_client_gone_before_dispatch_is_dropped_unbilled_and_the_queue_is_boun
     calls = upstreams["ok"].app.state.bodies
     calls_before = len(calls)
     with LoopbackServer(create_app(config, ConstantQuality([0.5]))) as proxy_server:
-        with httpx.Client(base_url=proxy_server.url, headers=AUTH, timeout=0.2) as impatient:
-            with pytest.raises(httpx.TimeoutException):
-                ask(impatient, "I will not wait a whole window")
+        with (
+            httpx.Client(base_url=proxy_server.url, headers=AUTH, timeout=0.2) as impatient,
+            pytest.raises(httpx.TimeoutException),
+        ):
+            ask(impatient, "I will not wait a whole window")
         time.sleep(1.5)  # the window closes after the client left
         with httpx.Client(base_url=proxy_server.url, headers=AUTH, timeout=10) as client:
             metrics = client.get("/metrics").json()
