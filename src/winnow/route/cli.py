@@ -1,4 +1,4 @@
-"""``winnow route``: evaluate routers, solve one batch, or serve the routing proxy."""
+"""``winnow route``: evaluate routers, solve one batch, fit a quality model, or serve the proxy."""
 
 from __future__ import annotations
 
@@ -88,4 +88,28 @@ def serve(
 
     with user_errors():
         settings = config_from_flags(ServeConfig, config, overrides)
-    run_server(settings.proxy, settings.quality_model(), host=settings.host, port=settings.port)
+        quality = settings.quality_model()
+    run_server(settings.proxy, quality, host=settings.host, port=settings.port)
+
+
+@app.command()
+def fit(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Fit a quality model on routing data and save it for the proxy (proxy.quality_model)."""
+    from winnow.route.fitted import RouteFitConfig, fit_quality_model, save_quality_model
+
+    with user_errors():
+        settings = config_from_flags(RouteFitConfig, config, overrides)
+        fitted, manifest = fit_quality_model(settings, quiet)
+        folder = save_quality_model(fitted, manifest, settings.output_dir)
+    checked = manifest["validation"]
+    typer.echo(
+        f"fitted {settings.estimator.kind} on {settings.features.backend} features over "
+        f"{len(fitted.models)} models ({manifest['data']['train_queries']} queries); validation: "
+        f"mean Brier {checked['mean_brier']:.4f}, ECE {checked['mean_ece']:.4f}, routing by "
+        f"argmax p_hat {checked['argmax_accuracy']:.3f} (best single model "
+        f"{checked['best_single_model_accuracy']:.3f}); saved {folder}"
+    )

@@ -67,6 +67,9 @@ class PoolModel(Config):
     input_price_per_token: float = Field(ge=0, description="USD per prompt token")
     output_price_per_token: float = Field(ge=0, description="USD per completion token")
     capacity: int = Field(ge=1, description="calls in flight at once: instances x concurrency")
+    quality_name: str | None = Field(
+        None, description="this model's name in proxy.quality_model (default: name)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -103,6 +106,9 @@ class ProxyConfig(Config):
     )
     charge_failed_requests: bool = Field(False, description="charge calls that returned an error")
     metrics_history: int = Field(100, ge=1, le=10_000, description="windows and days in /metrics")
+    quality_model: str | None = Field(
+        None, description="folder of `winnow route fit`; null = the constant prior_quality"
+    )
     max_waiting: int = Field(1024, ge=1, description="requests queued at once; more get a 429")
     breaker_failures: int = Field(3, ge=1, description="consecutive upstream failures that rest it")
     breaker_cooldown_seconds: float = Field(
@@ -196,6 +202,17 @@ class ServeConfig(Config):
             raise ValueError("prior_quality values must lie in [0, 1]")
         return self
 
-    def quality_model(self) -> ConstantQuality:
-        """The priors in pool order."""
-        return ConstantQuality([self.prior_quality[model.name] for model in self.proxy.models])
+    def quality_model(self) -> QualityModel:
+        """The fitted model of ``proxy.quality_model`` (the priors for the pool models it does
+        not know), or the priors alone, in pool order."""
+        models = self.proxy.models
+        if self.proxy.quality_model is None:
+            return ConstantQuality([self.prior_quality[model.name] for model in models])
+        from winnow.route.fitted import PoolQuality, load_quality_model
+
+        fitted = load_quality_model(self.proxy.quality_model)
+        names = [model.quality_name or model.name for model in models]
+        prior = {
+            (model.quality_name or model.name): self.prior_quality[model.name] for model in models
+        }
+        return PoolQuality(fitted, names, prior)
