@@ -674,6 +674,34 @@ def test_deeply_nested_json_is_a_400_naming_the_limit(upstreams):
         assert response.status_code == 400 and "nested more than 64" in response.text
 
 
+@pytest.mark.parametrize("wait", [5.0, 0.0])
+def test_requests_a_window_cannot_afford_wait_for_the_next_while_the_day_has_room(upstreams, wait):
+    base = pool_config({"cheap": upstreams["ok"].url})
+    body = {"messages": [{"role": "user", "content": "q"}]}
+    request = parse_chat_request(json.dumps(body).encode(), base)
+    price = TokenPrice.from_usd(1e-7, 2e-7)
+    worst = pico_to_usd(call_cost(request.prompt_tokens, request.completion_tokens, price))
+    config = pool_config(
+        {"cheap": upstreams["ok"].url},
+        budget_per_window=1.5 * worst,  # one request per window
+        window_seconds=0.05,
+        max_wait_seconds=wait,
+    )
+
+    async def three() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=proxy_server.url, headers=AUTH, timeout=20) as c:
+            return await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in "abc"))
+
+    with LoopbackServer(create_app(config, ConstantQuality([0.5]))) as proxy_server:
+        statuses = sorted(r.status_code for r in asyncio.run(three()))
+        metrics = httpx.get(f"{proxy_server.url}/metrics", headers=AUTH, timeout=5).json()
+    if wait:
+        assert statuses == [200, 200, 200] and metrics["requests"]["requeued_for_next_window"] >= 2
+    else:
+        assert statuses == [200, 429, 429]
+    assert metrics["budget"]["peak_window_usd"] <= config.budget_per_window
+
+
 class WrongWidthQuality:
     """A quality model with one column too few: routing fails, yet every request is answered."""
 

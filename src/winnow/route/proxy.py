@@ -17,9 +17,11 @@
    ``sigma`` is not used yet), and
    :func:`winnow.route.assign.assign_batch` assigns them under each model's free capacity and the
    money left for the window: ``min(window budget, day budget) - spent - reserved``, less what
-   the window's requests for named models may need, which are placed first. Requests the
-   assignment defers get a 429 with ``Retry-After``: until UTC midnight when the day's budget
-   is what is short, one window otherwise. Every request gets one answer: a request is only
+   the window's requests for named models may need, which are placed first. A request the
+   assignment defers (or whose model has no slot or money left) waits for the next window while
+   the day has room, for up to ``max_wait_seconds``; then it gets a 429 with ``Retry-After``:
+   until UTC midnight when the day's budget is what is short, one window otherwise. Every
+   request gets one answer: a request is only
    ever answered through its one future, which takes the first answer and ignores the rest.
 4. **Forwarding.** A placed request holds its worst-case cost in the :class:`BudgetLedger` and a
    slot of its model's ``capacity`` (calls in flight) until its call ends; then the ledger settles
@@ -70,7 +72,9 @@ only an estimate. The ledger lives in one process: serve with one worker
 ``breaker_failures`` consecutive failed calls, or one over-reported usage, it rests for
 ``breaker_cooldown_seconds`` (doubling after each failed trial call): the plan gives it no
 capacity and failover skips it. **Waiting.** At most ``max_waiting`` requests queue; more get a
-429 ``queue_full``. A client that disconnects before its call is dispatched is dropped and never
+429 ``queue_full``. A request a window cannot place (its budget or capacity went to others)
+waits for the next window while the day has room, up to ``max_wait_seconds`` after it arrived;
+then it gets a 429. A client that disconnects before its call is dispatched is dropped and never
 billed; after dispatch the call completes and is billed. Answers carry
 ``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD).
 """
@@ -227,6 +231,7 @@ class _Pending:
     candidates: list[int] = field(default_factory=list)
     crowded_out: bool = False
     dropped: bool = False  # the client left before dispatch: never placed, never billed
+    wait_until: float = 0.0  # event-loop time after which it is no longer put back in the queue
 
     def answer(self, response: fastapi.responses.JSONResponse) -> None:
         if not self.future.done():
@@ -246,6 +251,7 @@ class _Counts:
     usage_over_reservation: int = 0
     disconnected: int = 0
     queue_full: int = 0
+    requeued: int = 0
 
 
 class RoutingProxy:
@@ -345,7 +351,9 @@ class RoutingProxy:
                 "queue_full",
                 headers={"Retry-After": str(retry)},
             )
-        pending = _Pending(request, costs, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(request, costs, loop.create_future())
+        pending.wait_until = loop.time() + self.config.max_wait_seconds
         self._waiting.append(pending)
         self._arrived.set()
         while disconnected is not None and pending.window is None:
@@ -435,6 +443,9 @@ class RoutingProxy:
 
     def _place(self, pending: _Pending) -> None:
         claim = self._claim(pending)
+        if claim is None and self._may_wait(pending):
+            self._requeue(pending)
+            return
         if claim is None:
             self.counts.deferred += 1
             pending.answer(self._unaffordable(pending))
@@ -444,6 +455,23 @@ class RoutingProxy:
         task = asyncio.create_task(self._forward(pending, model, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _may_wait(self, pending: _Pending) -> bool:
+        """Whether a request this window could not place may wait for the next one: within
+        ``max_wait_seconds`` of its arrival, and only while the day still has room for it."""
+        if asyncio.get_running_loop().time() >= pending.wait_until:
+            return False
+        allowed = (
+            range(len(self.names)) if pending.request.model is None else [pending.request.model]
+        )
+        return min(pending.costs[j] for j in allowed) <= self.ledger.remaining(pending.window)[1]
+
+    def _requeue(self, pending: _Pending) -> None:
+        """Back to the front of the queue, for the next window's plan."""
+        pending.window, pending.candidates, pending.crowded_out = None, [], False
+        self.counts.requeued += 1
+        self._waiting.insert(0, pending)
+        self._arrived.set()
 
     def _claim(self, pending: _Pending) -> tuple[int, Reservation] | None:
         """Reserve the first model of ``pending``'s order that has a free slot and fits."""
@@ -600,6 +628,7 @@ class RoutingProxy:
                 "usage_over_reservation": counts.usage_over_reservation,
                 "disconnected_before_dispatch": counts.disconnected,
                 "queue_full": counts.queue_full,
+                "requeued_for_next_window": counts.requeued,
                 "waiting": len(self._waiting),
             },
             "models": {

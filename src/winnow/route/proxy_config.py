@@ -110,6 +110,9 @@ class ProxyConfig(Config):
         None, description="folder of `winnow route fit`; null = the constant prior_quality"
     )
     max_waiting: int = Field(1024, ge=1, description="requests queued at once; more get a 429")
+    max_wait_seconds: float = Field(
+        5.0, ge=0, le=600, description="how long an unplaced request waits for later windows"
+    )
     breaker_failures: int = Field(3, ge=1, description="consecutive upstream failures that rest it")
     breaker_cooldown_seconds: float = Field(
         30.0, gt=0, description="first rest of a failing upstream; doubles per failed trial"
