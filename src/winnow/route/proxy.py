@@ -76,7 +76,8 @@ capacity and failover skips it. **Waiting.** At most ``max_waiting`` requests qu
 waits for the next window while the day has room, up to ``max_wait_seconds`` after it arrived;
 then it gets a 429. A client that disconnects before its call is dispatched is dropped and never
 billed; after dispatch the call completes and is billed. Answers carry
-``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD).
+``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD), ``x-winnow-window`` (the
+window that placed it) and ``x-winnow-waited-ms`` (its wait for that window to close).
 """
 
 from __future__ import annotations
@@ -232,6 +233,8 @@ class _Pending:
     crowded_out: bool = False
     dropped: bool = False  # the client left before dispatch: never placed, never billed
     wait_until: float = 0.0  # event-loop time after which it is no longer put back in the queue
+    arrived: float = 0.0  # event-loop time it was queued
+    waited: float = 0.0  # seconds from arrival until the window that placed it closed
 
     def answer(self, response: fastapi.responses.JSONResponse) -> None:
         if not self.future.done():
@@ -353,7 +356,8 @@ class RoutingProxy:
             )
         loop = asyncio.get_running_loop()
         pending = _Pending(request, costs, loop.create_future())
-        pending.wait_until = loop.time() + self.config.max_wait_seconds
+        pending.arrived = loop.time()
+        pending.wait_until = pending.arrived + self.config.max_wait_seconds
         self._waiting.append(pending)
         self._arrived.set()
         while disconnected is not None and pending.window is None:
@@ -404,6 +408,9 @@ class RoutingProxy:
         return batch
 
     async def _route(self, batch: list[_Pending]) -> None:
+        closed = asyncio.get_running_loop().time()
+        for pending in batch:
+            pending.waited = closed - pending.arrived
         window = self.ledger.open_window(self.clock().astimezone(timezone.utc).date())
         batch = [p for p in batch if not p.dropped]
         named = [p for p in batch if p.request.model is not None]
@@ -499,7 +506,9 @@ class RoutingProxy:
                 if isinstance(outcome, _Reply):
                     if outcome.status < 300:
                         self.counts.served[name] += 1
-                    pending.answer(_relay(outcome, name, charged, self._left(pending.window)))
+                    pending.answer(
+                        _relay(outcome, name, charged, pending, self._left(pending.window))
+                    )
                     return
                 self.breakers[model].record_failure()
                 self.counts.errors[name] += 1
@@ -674,8 +683,17 @@ def _routing_failed() -> fastapi.responses.JSONResponse:
 
 
 def _relay(
-    reply: _Reply, name: str, charged: int, left: tuple[int, int] | None
+    reply: _Reply, name: str, charged: int, pending: _Pending, left: tuple[int, int] | None
 ) -> fastapi.responses.JSONResponse:
+    """The upstream's answer with the model, the charge, the window that placed it, the time it
+    waited for that window to close (what batching costs; the rest of its latency is the
+    proxy's and the upstream's) and the budget left."""
     payload = {**reply.payload, "model": name} if reply.status < 300 else reply.payload
-    headers = {"x-winnow-model": name, "x-winnow-cost": format_usd(charged), **_left_headers(left)}
+    headers = {
+        "x-winnow-model": name,
+        "x-winnow-cost": format_usd(charged),
+        "x-winnow-window": str(pending.window.index),
+        "x-winnow-waited-ms": f"{1000 * pending.waited:.3f}",
+        **_left_headers(left),
+    }
     return fastapi.responses.JSONResponse(payload, status_code=reply.status, headers=headers)

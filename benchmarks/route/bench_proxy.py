@@ -1,0 +1,276 @@
+"""The routing proxy live: RouterBench test prompts replayed through `winnow route serve`.
+
+    .venv/bin/python benchmarks/route/bench_proxy.py [--rate 200] [--repeats 2]
+
+The proxy runs as its own process (`winnow route serve`, one uvicorn worker) with a quality model
+fitted by `winnow route fit` on RouterBench's training queries (kNN on TF-IDF). Its pool is the
+11 RouterBench models, each a fake upstream in this process that answers a prompt with the
+recorded correctness as its content and reports the recorded cost as completion tokens (output
+price = the model's largest recorded cost / ``max_tokens``, input price 0, so a model's
+worst-case reservation is its largest recorded cost). Test prompts are sent at ``--rate``
+requests per second (uniform arrivals), each marked by the OpenAI ``user`` field, which the
+quality model never reads.
+
+Measured: live accuracy (recorded correctness of the model that answered; an unanswered request
+counts as wrong), realised spend against every window's and the day's budget (overspend), the
+share of 429s, and the proxy's added latency: the client's latency less the request's wait for
+its window to close (``x-winnow-waited-ms``), so planning, forwarding and HTTP overheads. The
+offline comparison solves the very windows the proxy formed (``x-winnow-window``) with the same
+quality estimates, worst-case costs, per-window budget and capacities (`assign_batch`), and
+also with the recorded costs, which no live proxy knows before a call.
+
+Writes benchmarks/results/route_proxy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import uvicorn
+import yaml
+from fastapi import FastAPI, Request
+
+from winnow.common.config import load_config
+from winnow.common.runs import atomic_write_text
+from winnow.route.assign import assign_batch
+from winnow.route.datasets import load_routerbench
+from winnow.route.fitted import RouteFitConfig, fit_quality_model, save_quality_model
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "route_proxy.json"
+MAX_TOKENS = 1000
+WINDOW_SECONDS, MAX_BATCH, CAPACITY = 0.25, 50, 13  # capacity: a quarter of a full window
+BUDGET_LEVEL = 0.25  # per query: cheapest worst case + 25% of the way to the best estimate's
+KEY = "bench-proxy-key-0123456789"
+
+
+def fake_upstreams(data, prices) -> FastAPI:
+    """Model j answers prompt q with its recorded correctness and cost (as completion tokens)."""
+    app = FastAPI()
+
+    @app.post("/m{j}/v1/chat/completions")
+    async def complete(j: int, request: Request):
+        body = await request.json()
+        q = int(body["user"])
+        tokens = round(float(data.cost[q, j] / prices[j]))
+        return {
+            "id": f"bench-{q}",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"{data.quality[q, j]:g}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": min(tokens, MAX_TOKENS)},
+        }
+
+    return app
+
+
+class Loopback:
+    """A uvicorn server on a free loopback port, in a daemon thread."""
+
+    def __init__(self, app) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        ).start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_proxy(config: dict, folder: Path) -> tuple[subprocess.Popen, str]:
+    path = folder / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    winnow = Path(sys.executable).with_name("winnow")
+    process = subprocess.Popen(
+        [str(winnow), "route", "serve", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "proxy.log", "w"),  # noqa: SIM115 - lives as long as the proxy
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    url = f"http://127.0.0.1:{config['port']}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=1)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the proxy did not start; see {folder / 'proxy.log'}")
+
+
+async def replay(url: str, prompts: list[str], order: np.ndarray, rate: float) -> list[dict]:
+    """Send ``prompts[order]`` at ``rate`` per second; one record per request."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as c:
+
+        async def one(i: int, q: int) -> dict:
+            await asyncio.sleep(i / rate)
+            body = {
+                "messages": [{"role": "user", "content": prompts[q]}],
+                "max_tokens": MAX_TOKENS,
+                "user": str(q),
+            }
+            sent = time.perf_counter()
+            response = await c.post("/v1/chat/completions", json=body)
+            latency = time.perf_counter() - sent
+            record = {"query": int(q), "status": response.status_code, "latency_s": latency}
+            if response.status_code == 200:
+                record |= {
+                    "model": response.headers["x-winnow-model"],
+                    "window": int(response.headers["x-winnow-window"]),
+                    "waited_s": float(response.headers["x-winnow-waited-ms"]) / 1000,
+                    "correct": float(response.json()["choices"][0]["message"]["content"]),
+                }
+            return record
+
+        return await asyncio.gather(*(one(i, q) for i, q in enumerate(order)))
+
+
+def offline_accuracy(records, data, p_hat, budget_per_window, costs) -> float:
+    """The proxy's own windows solved offline with ``costs``; unanswered requests count wrong."""
+    windows: dict[int, list[int]] = {}
+    for record in records:
+        if "window" in record:
+            windows.setdefault(record["window"], []).append(record["query"])
+    correct = 0.0
+    for queries in windows.values():
+        rows = np.array(queries)
+        choice = assign_batch(
+            p_hat[rows], costs[rows], np.full(len(data.models), CAPACITY), budget_per_window,
+            defer_infeasible=True, time_limit=5.0,
+        ).choice  # fmt: skip
+        served = choice >= 0
+        correct += data.quality[rows[served], choice[served]].sum()
+    return correct / len(records)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--repeats", type=int, default=2, help="passes over the test prompts")
+    args = parser.parse_args()
+    test = load_routerbench("test")
+    n = test.quality.shape[0]
+    worst_per_model = test.cost.max(axis=0)
+    prices = worst_per_model / MAX_TOKENS
+    worst = np.tile(worst_per_model, (n, 1))  # what the proxy reserves per call
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        fitted, manifest = fit_quality_model(load_config(RouteFitConfig, {}), quiet=True)
+        save_quality_model(fitted, manifest, folder / "quality")
+        p_hat, _ = fitted.predict(test.prompts)
+        best = worst[np.arange(n), p_hat.argmax(axis=1)].mean()
+        per_query = worst.min(axis=1).mean() + BUDGET_LEVEL * (best - worst.min(axis=1).mean())
+        budget_per_window = float(per_query * MAX_BATCH)
+        upstream = Loopback(fake_upstreams(test, prices))
+        pool = [
+            {
+                "name": name,
+                "base_url": f"{upstream.url}/m{j}/v1",
+                "input_price_per_token": 0.0,
+                "output_price_per_token": float(prices[j]),
+                "capacity": CAPACITY,
+            }
+            for j, name in enumerate(test.models)
+        ]
+        requests = n * args.repeats
+        config = {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "prior_quality": {name: 0.5 for name in test.models},
+            "proxy": {
+                "models": pool,
+                "api_keys": [KEY],
+                "budget_per_window": budget_per_window,
+                "budget_per_day": budget_per_window * requests,  # the windows bind, not the day
+                "window_seconds": WINDOW_SECONDS,
+                "max_batch": MAX_BATCH,
+                "max_tokens_cap": MAX_TOKENS,
+                "max_wait_seconds": 0.0,  # an unplaced request is answered 429 at once
+                "quality_model": str(folder / "quality"),
+            },
+        }
+        process, url = start_proxy(config, folder)
+        try:
+            order = np.concatenate(
+                [np.random.default_rng(r).permutation(n) for r in range(args.repeats)]
+            )
+            started = time.perf_counter()
+            records = asyncio.run(replay(url, test.prompts, order, args.rate))
+            wall = time.perf_counter() - started
+            metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).json()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    served = [r for r in records if r["status"] == 200]
+    live = sum(r["correct"] for r in served) / len(records)
+    offline = offline_accuracy(records, test, p_hat, budget_per_window, worst)
+    offline_known = offline_accuracy(records, test, p_hat, budget_per_window, test.cost)
+    added = np.array([1000 * (r["latency_s"] - r["waited_s"]) for r in served])
+    budget = metrics["budget"]
+    overspend = sum(max(0.0, w["settled_usd"] - budget_per_window) for w in budget["windows"])
+    summary = {
+        "requests": len(records),
+        "live_accuracy": live,
+        "offline_accuracy": offline,
+        "live_minus_offline": live - offline,
+        "offline_accuracy_with_recorded_costs": offline_known,
+        "overspend_usd": overspend,
+        "spend_usd": sum(w["settled_usd"] for w in budget["windows"]),
+        "budget_usd": budget_per_window * budget["windows_opened"],
+        "share_429": sum(r["status"] == 429 for r in records) / len(records),
+        "other_errors": sum(r["status"] not in (200, 429) for r in records),
+        "added_latency_ms_p50": float(np.percentile(added, 50)),
+        "added_latency_ms_p99": float(np.percentile(added, 99)),
+        "offered_rate_per_s": args.rate,
+        "achieved_rate_per_s": len(records) / wall,
+        "windows": budget["windows_opened"],
+        "goals": {"overspend_usd": 0.0, "abs_live_minus_offline": 0.01, "added_p99_ms": 20.0},
+    }
+    payload = {
+        "benchmark": "route_proxy",
+        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
+        "config": {
+            "max_tokens": MAX_TOKENS,
+            "window_seconds": WINDOW_SECONDS,
+            "max_batch": MAX_BATCH,
+            "capacity_per_model": CAPACITY,
+            "budget_per_window_usd": budget_per_window,
+            "budget_level": BUDGET_LEVEL,
+            "quality_model": manifest["estimator"] | {"features": manifest["features"]},
+        },
+        "summary": summary,
+    }
+    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
