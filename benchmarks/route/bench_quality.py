@@ -19,7 +19,7 @@ Three comparisons, each over several seeds (query splits, batch orders, estimato
    fp16 weights on 80 GB GPUs (7B and 13B: 1; 34B and 8x7B: 2; 70B: 4) and every instance serves
    4 queries per window; 8 GPUs in all. These are stated assumptions, not measurements.
 
-    .venv/bin/python benchmarks/route/bench_quality.py [--seeds 3] [--quick]
+    .venv/bin/python benchmarks/route/bench_quality.py [--seeds 3] [--jobs 2] [--quick]
 
 Writes benchmarks/results/route_quality.json.
 """
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import product
 from pathlib import Path
 
@@ -257,9 +258,33 @@ def build_payload(rows, comparisons, allocation, seeds, estimators, levels, stre
     }
 
 
+def one_pair(seed: int, estimator: str, levels, streams, shares) -> tuple[list, list, list]:
+    """Rows, comparisons and (for kNN) the allocation row of one seed x estimator, on one
+    thread."""
+    with threadpool_limits(1):
+        config = load_config(
+            RouteEvalConfig,
+            {
+                "seed": seed,
+                "estimator": {"kind": estimator},
+                "budget_levels": levels,
+                "streams": streams,
+            },
+        )
+        rows, comparisons, (train, _, test) = routing_rows(config, shares)
+        allocation = []
+        if estimator == "knn":
+            from winnow.route.datasets import load_routerbench
+
+            columns = open_model_columns(load_routerbench("test").models)
+            allocation.append(allocation_row(train, test, columns, seed))
+    return rows, comparisons, allocation
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="seed x estimator pairs at once")
     parser.add_argument("--quick", action="store_true", help="1 seed, knn only, one level")
     args = parser.parse_args()
     seeds = range(1 if args.quick else args.seeds)
@@ -268,30 +293,23 @@ def main() -> None:
     streams = ["random", "task", "adversarial"]
     shares = (0.25,) if args.quick else CAPACITY_SHARES
     rows, comparisons, allocation = [], [], []
-    with threadpool_limits(1), track_progress("route quality", len(seeds) * len(estimators)) as bar:
-        for seed, estimator in product(seeds, estimators):
-            config = load_config(
-                RouteEvalConfig,
-                {
-                    "seed": seed,
-                    "estimator": {"kind": estimator},
-                    "budget_levels": levels,
-                    "streams": streams,
-                },
-            )
-            new_rows, new_comparisons, (train, _, test) = routing_rows(config, shares)
+    pairs = list(product(seeds, estimators))
+    with (
+        ProcessPoolExecutor(args.jobs) as pool,
+        track_progress("route quality", len(pairs)) as bar,
+    ):
+        futures = {pool.submit(one_pair, s, e, levels, streams, shares): (s, e) for s, e in pairs}
+        for future in as_completed(futures):
+            new_rows, new_comparisons, new_allocation = future.result()
             rows += new_rows
             comparisons += new_comparisons
-            if estimator == "knn":
-                from winnow.route.datasets import load_routerbench
-
-                columns = open_model_columns(load_routerbench("test").models)
-                allocation.append(allocation_row(train, test, columns, seed))
+            allocation += new_allocation
             # Written after every seed x estimator, so a long run cut short keeps what it finished.
             payload = build_payload(
                 rows, comparisons, allocation, seeds, estimators, levels, streams
             )
             atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
+            seed, estimator = futures[future]
             bar.advance(1, seed=seed, estimator=estimator)
     print(json.dumps(payload["summary"], indent=1))
 
