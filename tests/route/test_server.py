@@ -38,7 +38,7 @@ from winnow.route.ledger import (
     usd_to_pico,
 )
 from winnow.route.proxy import plan_window
-from winnow.route.proxy_config import ConstantQuality, ProxyConfig, QualityModel
+from winnow.route.proxy_config import ConstantQuality, ProxyConfig, QualityModel, Robustness
 from winnow.route.server import create_app
 
 KEY = "test-key-0123456789abcdef"
@@ -335,6 +335,20 @@ def test_plan_window_orders_fallbacks_by_quality_and_defers_what_does_not_fit():
         assert sorted(order) == [0, 1, 2]
         assert [j for j in order if j != order[0]] == [j for j in (0, 2, 1) if j != order[0]]
     assert plan_window(quality, cost, np.array([1, 3, 3]), budget=0.5) == [[], [], []]
+
+
+def test_plan_window_robust_plans_read_sigma():
+    # Model 0 looks better but is uncertain; model 1 is slightly worse and sure.
+    quality = np.array([[0.8, 0.75]] * 2)
+    sigma = np.array([[0.3, 0.0]] * 2)
+    cost, capacity = np.zeros((2, 2)), np.array([2, 2])
+    nominal = plan_window(quality, cost, capacity, 1.0, sigma=sigma)
+    box = plan_window(quality, cost, capacity, 1.0, sigma=sigma, robust=Robustness(kind="box"))
+    budgeted = plan_window(
+        quality, cost, capacity, 1.0, sigma=sigma, robust=Robustness(kind="budgeted", gamma=2)
+    )
+    assert [o[0] for o in nominal] == [0, 0]
+    assert [o[0] for o in box] == [1, 1] and [o[0] for o in budgeted] == [1, 1]
 
 
 def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():

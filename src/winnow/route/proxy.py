@@ -13,8 +13,8 @@
    ``window_seconds`` or once ``max_batch`` requests wait; the rest wait for the next window.
    ``budget_per_window`` applies to each window, so windows closed early by ``max_batch`` can
    spend faster than ``budget_per_window / window_seconds``; the day's budget caps the total.
-3. **Routing.** The quality model's ``p_hat`` scores the requests that may go anywhere (its
-   ``sigma`` is not used yet), and
+3. **Routing.** The quality model's ``p_hat`` scores the requests that may go anywhere (with
+   ``robust`` set, its ``sigma`` too: a box or budgeted robust plan), and
    :func:`winnow.route.assign.assign_batch` assigns them under each model's free capacity and the
    money left for the window: ``min(window budget, day budget) - spent - reserved``, less what
    the window's requests for named models may need, which are placed first. A request the
@@ -110,7 +110,8 @@ from winnow.route.ledger import (
     pico_to_usd,
     usd_to_pico,
 )
-from winnow.route.proxy_config import ProxyConfig, QualityModel
+from winnow.route.proxy_config import ProxyConfig, QualityModel, Robustness
+from winnow.route.robust import assign_budgeted_robust, robust_box
 
 fastapi = require("fastapi", "serve")
 httpx = require("httpx", "serve")
@@ -133,6 +134,8 @@ def plan_window(
     capacity: np.ndarray,
     budget: float,
     time_limit: float | None = None,
+    sigma: np.ndarray | None = None,
+    robust: Robustness | None = None,
 ) -> list[list[int]]:
     """Each request's model order for one window: its assigned model, then fallbacks.
 
@@ -148,6 +151,11 @@ def plan_window(
         USD the window may still spend.
     time_limit : float, optional
         Seconds the solver may take; on expiry its best assignment so far is used.
+    sigma : [n, m] float >= 0, optional
+        The quality estimates' standard errors, read by a robust plan.
+    robust : Robustness, optional
+        ``box`` plans on ``max(quality - kappa * sigma, 0)``; ``budgeted`` protects against
+        ``gamma`` requests taking their worst case (Bertsimas-Sim); none: the nominal plan.
 
     Returns
     -------
@@ -155,9 +163,15 @@ def plan_window(
         The assigned model first, then the others by quality (higher first, cheaper first on
         ties); an empty list for a request the assignment defers.
     """
-    assignment = assign_batch(
-        quality, cost, capacity, budget, defer_infeasible=True, time_limit=time_limit
-    )
+    options = {"defer_infeasible": True, "time_limit": time_limit}
+    kind = "none" if robust is None or sigma is None else robust.kind
+    if kind == "budgeted":
+        assignment = assign_budgeted_robust(
+            quality, sigma, cost, capacity, budget, robust.gamma, **options
+        )
+    else:
+        planned = robust_box(quality, sigma, robust.kappa) if kind == "box" else quality
+        assignment = assign_batch(planned, cost, capacity, budget, **options)
     orders = []
     for i, choice in enumerate(np.asarray(assignment.choice)):
         if choice < 0:
@@ -441,10 +455,13 @@ class RoutingProxy:
         prompts = [p.request.prompt for p in routed]
 
         def plan() -> list[list[int]]:
-            p_hat, _ = self.quality_model.predict(prompts)
+            p_hat, sigma = self.quality_model.predict(prompts)
             quality = _check_quality(p_hat, len(routed), len(self.names))
             budget = pico_to_usd(max(0, money))
-            return plan_window(quality, cost, np.array(free), budget, self.config.window_seconds)
+            return plan_window(
+                quality, cost, np.array(free), budget, self.config.window_seconds,
+                np.asarray(sigma, dtype=float), self.config.robust,
+            )  # fmt: skip
 
         return await asyncio.to_thread(plan)
 

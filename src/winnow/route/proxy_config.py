@@ -22,6 +22,7 @@ __all__ = [
     "PoolModel",
     "ProxyConfig",
     "QualityModel",
+    "Robustness",
     "ServeConfig",
 ]
 
@@ -52,6 +53,16 @@ def _from_environment(data: Any, field: str, env_field: str, split: bool) -> Any
 
 
 # -- configuration ----------------------------------------------------------------------------
+
+
+class Robustness(Config):
+    """How a window's plan treats the quality model's uncertainty ``sigma``."""
+
+    kind: Literal["none", "box", "budgeted"] = Field(
+        "none", description="none: plan on p_hat; box: on p_hat - kappa sigma; budgeted: Gamma"
+    )
+    kappa: float = Field(1.0, ge=0, description="box: standard errors taken off each estimate")
+    gamma: float = Field(5.0, ge=0, description="budgeted: requests that may take their worst case")
 
 
 class PoolModel(Config):
@@ -109,6 +120,7 @@ class ProxyConfig(Config):
     quality_model: str | None = Field(
         None, description="folder of `winnow route fit`; null = the constant prior_quality"
     )
+    robust: Robustness = Robustness()
     max_waiting: int = Field(1024, ge=1, description="requests queued at once; more get a 429")
     max_wait_seconds: float = Field(
         5.0, ge=0, le=600, description="how long an unplaced request waits for later windows"
