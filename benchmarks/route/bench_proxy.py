@@ -1,6 +1,6 @@
 """The routing proxy live: RouterBench test prompts replayed through `winnow route serve`.
 
-    .venv/bin/python benchmarks/route/bench_proxy.py [--rate 200] [--repeats 2]
+    .venv/bin/python benchmarks/route/bench_proxy.py [--rate 200] [--repeats 2] [--out PATH]
 
 The proxy runs as its own process (`winnow route serve`, one uvicorn worker) with a quality model
 fitted by `winnow route fit` on RouterBench's training queries (kNN on TF-IDF). Its pool is the
@@ -138,7 +138,10 @@ async def replay(url: str, prompts: list[str], order: np.ndarray, rate: float) -
                 "user": str(q),
             }
             sent = time.perf_counter()
-            response = await c.post("/v1/chat/completions", json=body)
+            try:
+                response = await c.post("/v1/chat/completions", json=body)
+            except httpx.TransportError as exc:  # counted under other_errors
+                return {"query": int(q), "status": 0, "error": type(exc).__name__}
             latency = time.perf_counter() - sent
             record = {"query": int(q), "status": response.status_code, "latency_s": latency}
             if response.status_code == 200:
@@ -175,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the test prompts")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args()
     test = load_routerbench("test")
     n = test.quality.shape[0]
@@ -268,7 +272,7 @@ def main() -> None:
         },
         "summary": summary,
     }
-    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
     print(json.dumps(summary, indent=1))
 
 
