@@ -1,4 +1,5 @@
 import _thread
+import signal
 import threading
 import time
 
@@ -29,7 +30,15 @@ def hard_knapsack(seconds: float):
     )
 
 
-def test_ctrl_c_stops_a_highs_solve_within_a_second():
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, whatever a library loaded by an earlier test installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_a_highs_solve_within_a_second(python_ctrl_c):
     # Called directly, the signal would wait the 3 s for HiGHS to return.
     threading.Timer(0.2, _thread.interrupt_main).start()
     started = time.perf_counter()
