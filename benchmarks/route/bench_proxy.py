@@ -256,6 +256,7 @@ def main() -> None:
         "offered_rate_per_s": args.rate,
         "achieved_rate_per_s": len(records) / wall,
         "windows": budget["windows_opened"],
+        "plan_ms": metrics["requests"]["plan_ms"],
         "goals": {"overspend_usd": 0.0, "abs_live_minus_offline": 0.01, "added_p99_ms": 20.0},
     }
     payload = {

@@ -641,6 +641,8 @@ def test_a_failing_upstream_is_rested_after_consecutive_failures(upstreams):
     flaky = metrics["models"]["flaky"]
     assert flaky["errors"] == config.breaker_failures  # then it was no longer tried
     assert flaky["breaker"] == "open" and metrics["requests"]["fallbacks"] == 3
+    plan = metrics["requests"]["plan_ms"]  # one planned window per request here
+    assert plan["windows"] == 6 and 0 < plan["p50"] <= plan["p99"]
 
 
 def test_a_client_gone_before_dispatch_is_dropped_unbilled_and_the_queue_is_bounded(upstreams):

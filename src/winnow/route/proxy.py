@@ -85,7 +85,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -312,6 +312,7 @@ class RoutingProxy:
         ]
         self._capacity = [model.capacity for model in config.models]
         self._waiting: list[_Pending] = []
+        self._plan_seconds: deque[float] = deque(maxlen=1000)  # recent windows' planning time
         self._tasks: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
         self._arrived: asyncio.Event | None = None
@@ -430,6 +431,8 @@ class RoutingProxy:
         named = [p for p in batch if p.request.model is not None]
         routed = [p for p in batch if p.request.model is None]
         orders = await self._plan(window, named, routed) if routed else []
+        if routed:
+            self._plan_seconds.append(asyncio.get_running_loop().time() - closed)
         for pending, order in [
             *((p, [p.request.model]) for p in named),
             *zip(routed, orders, strict=True),
@@ -656,6 +659,7 @@ class RoutingProxy:
                 "queue_full": counts.queue_full,
                 "requeued_for_next_window": counts.requeued,
                 "waiting": len(self._waiting),
+                "plan_ms": _percentiles_ms(self._plan_seconds),
             },
             "models": {
                 name: {
@@ -681,6 +685,15 @@ def error_response(
     """An OpenAI-style error body ``{"error": {"message", "type", ...}}``."""
     error = {"message": message, "type": kind, "param": None, "code": None, **details}
     return fastapi.responses.JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def _percentiles_ms(seconds) -> dict[str, float | None]:
+    """p50 and p99 of recent planning times (quality model and MILP of one window), in ms."""
+    if not seconds:
+        return {"p50": None, "p99": None, "windows": 0}
+    values = 1000 * np.asarray(seconds)
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "windows": len(values)}
 
 
 def _left_headers(left: tuple[int, int] | None) -> dict[str, str]:
