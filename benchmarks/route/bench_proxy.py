@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the test prompts")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument("--plan-gap", type=float, default=None, help="proxy.plan_mip_gap")
     args = parser.parse_args()
     test = load_routerbench("test")
     n = test.quality.shape[0]
@@ -219,6 +220,7 @@ def main() -> None:
                 "max_tokens_cap": MAX_TOKENS,
                 "max_wait_seconds": 0.0,  # an unplaced request is answered 429 at once
                 "quality_model": str(folder / "quality"),
+                **({} if args.plan_gap is None else {"plan_mip_gap": args.plan_gap}),
             },
         }
         process, url = start_proxy(config, folder)
@@ -269,6 +271,7 @@ def main() -> None:
             "capacity_per_model": CAPACITY,
             "budget_per_window_usd": budget_per_window,
             "budget_level": BUDGET_LEVEL,
+            "plan_mip_gap": args.plan_gap,
             "quality_model": manifest["estimator"] | {"features": manifest["features"]},
         },
         "summary": summary,

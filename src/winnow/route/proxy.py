@@ -136,6 +136,7 @@ def plan_window(
     time_limit: float | None = None,
     sigma: np.ndarray | None = None,
     robust: Robustness | None = None,
+    mip_rel_gap: float = 1e-3,
 ) -> list[list[int]]:
     """Each request's model order for one window: its assigned model, then fallbacks.
 
@@ -156,6 +157,9 @@ def plan_window(
     robust : Robustness, optional
         ``box`` plans on ``max(quality - kappa * sigma, 0)``; ``budgeted`` protects against
         ``gamma`` requests taking their worst case (Bertsimas-Sim); none: the nominal plan.
+    mip_rel_gap : float
+        The plan's relative optimality gap (``assign_batch``'s); a window needs a good plan
+        soon more than a proven optimum.
 
     Returns
     -------
@@ -163,7 +167,7 @@ def plan_window(
         The assigned model first, then the others by quality (higher first, cheaper first on
         ties); an empty list for a request the assignment defers.
     """
-    options = {"defer_infeasible": True, "time_limit": time_limit}
+    options = {"defer_infeasible": True, "time_limit": time_limit, "mip_rel_gap": mip_rel_gap}
     kind = "none" if robust is None or sigma is None else robust.kind
     if kind == "budgeted":
         assignment = assign_budgeted_robust(
@@ -463,7 +467,7 @@ class RoutingProxy:
             budget = pico_to_usd(max(0, money))
             return plan_window(
                 quality, cost, np.array(free), budget, self.config.window_seconds,
-                np.asarray(sigma, dtype=float), self.config.robust,
+                np.asarray(sigma, dtype=float), self.config.robust, self.config.plan_mip_gap,
             )  # fmt: skip
 
         return await asyncio.to_thread(plan)
