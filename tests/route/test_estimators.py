@@ -428,6 +428,10 @@ def test_tfidf_fits_on_train_and_transforms_test():
         .transform(["a cat on a mat", "python list sorting function"]),
     )
     assert embed_prompts(train, backend="tfidf").shape[0] == 4
+    # The cached projection is TruncatedSVD's own transform, only faster.
+    svd = embedder.svd_.transform(embedder.vectorizer_.transform(["a cat on a mat"]))
+    expected = svd / np.linalg.norm(svd, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedder.transform(["a cat on a mat"]), expected, rtol=1e-5)
 
 
 def test_minilm_embeds_to_unit_384_vectors(tmp_path):
