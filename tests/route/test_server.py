@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from winnow.common.config import load_config
 from winnow.common.exceptions import ConfigError
-from winnow.route import proxy
+from winnow.route import upstream
 from winnow.route.chat_requests import MESSAGE_OVERHEAD_TOKENS, parse_chat_request
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import (
@@ -37,9 +37,9 @@ from winnow.route.ledger import (
     pico_to_usd,
     usd_to_pico,
 )
-from winnow.route.proxy import plan_window
 from winnow.route.proxy_config import ConstantQuality, ProxyConfig, QualityModel, Robustness
 from winnow.route.server import create_app
+from winnow.route.window_plan import plan_window
 
 KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -376,9 +376,9 @@ def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():
     ],
 )
 def test_upstream_answers_map_to_the_charging_table(status, content, charge_failed, expected):
-    reply = proxy._read_reply(httpx.Response(status, json=content), charge_failed)
+    reply = upstream.read_reply(httpx.Response(status, json=content), charge_failed)
     if expected[0] == "failure":
-        assert isinstance(reply, proxy._Failure) and reply.billed is expected[1]
+        assert isinstance(reply, upstream.Failure) and reply.billed is expected[1]
     else:
         assert (reply.status, reply.usage) == expected
 

@@ -32,27 +32,8 @@
    one, then the others by predicted quality, cheaper first on ties) that has a free slot and
    whose worst case fits the request's window (and that window's day); named-model requests
    have no next model. When none is left: 502 if every model was tried, else 429 (the rest did
-   not fit the budget or capacity now).
-
-What a call is charged, and whether the request moves on:
-
-==================================================  ==========================  ==========
-upstream outcome                                    charged                     fails over
-==================================================  ==========================  ==========
-2xx with JSON and ``usage``                         the usage's cost [1]_       no
-2xx with ``usage`` missing                          the whole reservation       no
-400, 413, 422 (the request itself is invalid)       0, answer passed through    no
-other status (401, 403, 404, 408, 429, 5xx)         0 [2]_                      yes
-connection refused or not established               0                           yes
-timeout or broken connection after sending, or a    the whole reservation [3]_  yes
-2xx whose body is not a JSON object
-==================================================  ==========================  ==========
-
-.. [1] above the reservation it is charged as reported (the money was spent), counted in
-   ``/metrics`` (``usage_over_reservation``, ``overage_usd``), and the upstream is rested.
-.. [2] OpenAI-style APIs do not bill failed requests; ``charge_failed_requests=True`` charges
-   the whole reservation instead.
-.. [3] the upstream may have finished, and billed, the call; the proxy cannot know.
+   not fit the budget or capacity now). What each upstream outcome is charged, and whether the
+   request moves on, is the table in :mod:`winnow.route.upstream`.
 
 **The budget guarantee.** The ledger is the only place money is decided: one lock, integer
 picodollars, and a reservation is refused unless the window's and the day's totals (reserved +
@@ -89,15 +70,14 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from winnow.common.extras import require
-from winnow.route.assign import assign_batch
 from winnow.route.breaker import CircuitBreaker
-from winnow.route.chat_requests import ChatRequest, is_int
+from winnow.route.chat_requests import ChatRequest
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import (
     PICODOLLARS_PER_USD,
@@ -110,133 +90,26 @@ from winnow.route.ledger import (
     pico_to_usd,
     usd_to_pico,
 )
-from winnow.route.proxy_config import ProxyConfig, QualityModel, Robustness
-from winnow.route.robust import assign_budgeted_robust, robust_box
+from winnow.route.proxy_answers import (
+    budget_exhausted,
+    error_response,
+    relay,
+    routing_failed,
+    shutting_down,
+)
+from winnow.route.proxy_config import ProxyConfig, QualityModel
+from winnow.route.proxy_metrics import ProxyCounts, model_metrics, request_metrics
+from winnow.route.upstream import Failure, Reply, post_chat
+from winnow.route.window_plan import check_quality, plan_window
 
 fastapi = require("fastapi", "serve")
 httpx = require("httpx", "serve")
 
-__all__ = ["RoutingProxy", "error_response", "plan_window"]
+__all__ = ["RoutingProxy"]
 
 logger = logging.getLogger(__name__)
 
-_PASSED_THROUGH = frozenset({400, 413, 422})
 _DISCONNECT_POLL_SECONDS = 0.05
-_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-# -- routing a window -------------------------------------------------------------------------
-
-
-def plan_window(
-    quality: np.ndarray,
-    cost: np.ndarray,
-    capacity: np.ndarray,
-    budget: float,
-    time_limit: float | None = None,
-    sigma: np.ndarray | None = None,
-    robust: Robustness | None = None,
-    mip_rel_gap: float = 1e-3,
-) -> list[list[int]]:
-    """Each request's model order for one window: its assigned model, then fallbacks.
-
-    Parameters
-    ----------
-    quality : [n, m] float in [0, 1]
-        Predicted quality of each model on each request.
-    cost : [n, m] float
-        Worst-case cost in USD.
-    capacity : [m] int
-        Free calls per model in this window.
-    budget : float
-        USD the window may still spend.
-    time_limit : float, optional
-        Seconds the solver may take; on expiry its best assignment so far is used.
-    sigma : [n, m] float >= 0, optional
-        The quality estimates' standard errors, read by a robust plan.
-    robust : Robustness, optional
-        ``box`` plans on ``max(quality - kappa * sigma, 0)``; ``budgeted`` protects against
-        ``gamma`` requests taking their worst case (Bertsimas-Sim); none: the nominal plan.
-    mip_rel_gap : float
-        The plan's relative optimality gap (``assign_batch``'s); a window needs a good plan
-        soon more than a proven optimum.
-
-    Returns
-    -------
-    list of n lists of model indices
-        The assigned model first, then the others by quality (higher first, cheaper first on
-        ties); an empty list for a request the assignment defers.
-    """
-    options = {"defer_infeasible": True, "time_limit": time_limit, "mip_rel_gap": mip_rel_gap}
-    kind = "none" if robust is None or sigma is None else robust.kind
-    if kind == "budgeted":
-        assignment = assign_budgeted_robust(
-            quality, sigma, cost, capacity, budget, robust.gamma, **options
-        )
-    else:
-        planned = robust_box(quality, sigma, robust.kappa) if kind == "box" else quality
-        assignment = assign_batch(planned, cost, capacity, budget, **options)
-    orders = []
-    for i, choice in enumerate(np.asarray(assignment.choice)):
-        if choice < 0:
-            orders.append([])
-            continue
-        ranked = np.lexsort((cost[i], -quality[i]))
-        orders.append([int(choice), *(int(j) for j in ranked if j != choice)])
-    return orders
-
-
-def _check_quality(p_hat: np.ndarray, n: int, m: int) -> np.ndarray:
-    p_hat = np.asarray(p_hat, dtype=float)
-    if p_hat.shape != (n, m) or not np.all((p_hat >= 0) & (p_hat <= 1)):
-        raise RouteInputError(
-            f"the quality model must return p_hat of shape ({n}, {m}) in [0, 1] for {n} prompts "
-            f"and {m} pool models, got shape {p_hat.shape}; fix: predict in pool order"
-        )
-    return p_hat
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """An upstream answer given to the client: a 2xx, or a 4xx about the request itself."""
-
-    status: int
-    payload: dict[str, Any]
-    usage: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """An upstream call that failed; ``billed``: whether the upstream may have charged it."""
-
-    reason: str
-    billed: bool
-
-
-def _read_reply(response: httpx.Response, charge_failed: bool) -> _Reply | _Failure:
-    status = response.status_code
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    if status in _PASSED_THROUGH:
-        if not isinstance(payload, dict):
-            payload = {"error": {"message": response.text[:1000], "type": "upstream_error"}}
-        return _Reply(status, payload)
-    if not 200 <= status < 300:
-        return _Failure(f"HTTP {status}", billed=charge_failed)
-    if not isinstance(payload, dict):
-        return _Failure("a 2xx answer that is not a JSON object", billed=True)
-    return _Reply(status, payload, _usage(payload.get("usage")))
-
-
-def _usage(usage: object) -> tuple[int, int] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if is_int(prompt) and is_int(completion) and prompt >= 0 and completion >= 0:
-        return prompt, completion
-    return None
 
 
 @dataclass(eq=False)
@@ -257,22 +130,6 @@ class _Pending:
     def answer(self, response: fastapi.responses.JSONResponse) -> None:
         if not self.future.done():
             self.future.set_result(response)
-
-
-@dataclass
-class _Counts:
-    responses: Counter = field(default_factory=Counter)
-    assigned: Counter = field(default_factory=Counter)
-    served: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    fallbacks: int = 0
-    deferred: int = 0
-    rejected: int = 0
-    usage_anomalies: int = 0
-    usage_over_reservation: int = 0
-    disconnected: int = 0
-    queue_full: int = 0
-    requeued: int = 0
 
 
 class RoutingProxy:
@@ -308,7 +165,7 @@ class RoutingProxy:
             usd_to_pico(config.budget_per_day, rounding="down"),
             history=config.metrics_history,
         )
-        self.counts = _Counts()
+        self.counts = ProxyCounts()
         self.in_flight = [0] * len(config.models)
         self.breakers = [
             CircuitBreaker(config.breaker_failures, config.breaker_cooldown_seconds)
@@ -331,7 +188,7 @@ class RoutingProxy:
         finally:
             windows.cancel()
             await asyncio.gather(windows, return_exceptions=True)
-            self._answer_all(self._waiting, _shutting_down)
+            self._answer_all(self._waiting, shutting_down)
             self._waiting.clear()
             for task in list(self._tasks):
                 task.cancel()
@@ -352,8 +209,7 @@ class RoutingProxy:
         costs = [
             call_cost(request.prompt_tokens, request.completion_tokens, p) for p in self.prices
         ]
-        allowed = range(len(costs)) if request.model is None else [request.model]
-        cheapest = min(costs[j] for j in allowed)
+        cheapest = _cheapest(costs, request.model)
         budget = min(self.ledger.window_budget, self.ledger.day_budget)
         if cheapest > budget:
             raise RouteInputError(
@@ -363,7 +219,7 @@ class RoutingProxy:
                 "or shorten the prompt"
             )
         if self._arrived is None:
-            return _shutting_down()
+            return shutting_down()
         if len(self._waiting) >= self.config.max_waiting:
             self.counts.queue_full += 1
             retry = max(1, math.ceil(self.config.window_seconds))
@@ -404,11 +260,11 @@ class RoutingProxy:
             try:
                 await self._route(batch)
             except asyncio.CancelledError:
-                self._answer_all(batch, _shutting_down)
+                self._answer_all(batch, shutting_down)
                 raise
             except Exception:
                 logger.exception("routing a window of %d requests failed", len(batch))
-                self._answer_all(batch, _routing_failed)
+                self._answer_all(batch, routing_failed)
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._waiting:
@@ -463,7 +319,7 @@ class RoutingProxy:
 
         def plan() -> list[list[int]]:
             p_hat, sigma = self.quality_model.predict(prompts)
-            quality = _check_quality(p_hat, len(routed), len(self.names))
+            quality = check_quality(p_hat, len(routed), len(self.names))
             budget = pico_to_usd(max(0, money))
             return plan_window(
                 quality, cost, np.array(free), budget, self.config.window_seconds,
@@ -492,10 +348,10 @@ class RoutingProxy:
         ``max_wait_seconds`` of its arrival, and only while the day still has room for it."""
         if asyncio.get_running_loop().time() >= pending.wait_until:
             return False
-        allowed = (
-            range(len(self.names)) if pending.request.model is None else [pending.request.model]
+        return (
+            _cheapest(pending.costs, pending.request.model)
+            <= self.ledger.remaining(pending.window)[1]
         )
-        return min(pending.costs[j] for j in allowed) <= self.ledger.remaining(pending.window)[1]
 
     def _requeue(self, pending: _Pending) -> None:
         """Back to the front of the queue, for the next window's plan."""
@@ -527,11 +383,18 @@ class RoutingProxy:
             while True:
                 outcome, charged = await self._attempt(pending, model, reservation)
                 name = self.names[model]
-                if isinstance(outcome, _Reply):
+                if isinstance(outcome, Reply):
                     if outcome.status < 300:
                         self.counts.served[name] += 1
                     pending.answer(
-                        _relay(outcome, name, charged, pending, self._left(pending.window))
+                        relay(
+                            outcome,
+                            name,
+                            charged,
+                            pending.window.index,
+                            pending.waited,
+                            self._left(pending.window),
+                        )
                     )
                     return
                 self.breakers[model].record_failure()
@@ -544,43 +407,30 @@ class RoutingProxy:
                 self.counts.fallbacks += 1
                 model, reservation = claim
         except asyncio.CancelledError:
-            pending.answer(_shutting_down())
+            pending.answer(shutting_down())
             raise
         except Exception:
             logger.exception("forwarding a request failed")
-            pending.answer(_routing_failed())
+            pending.answer(routing_failed())
 
     async def _attempt(
         self, pending: _Pending, model: int, reservation: Reservation
-    ) -> tuple[_Reply | _Failure, int]:
+    ) -> tuple[Reply | Failure, int]:
         """One upstream call; its slot and reservation are closed whatever happens."""
-        outcome: _Reply | _Failure = _Failure("interrupted", billed=True)
+        outcome: Reply | Failure = Failure("interrupted", billed=True)
         try:
-            outcome = await self._call(pending.request, model)
+            spec = self.config.models[model]
+            outcome = await post_chat(
+                self._client, spec, pending.request.body, self.config.charge_failed_requests
+            )
         finally:
             self.in_flight[model] -= 1
             charged = self._settle(model, reservation, outcome)
         return outcome, charged
 
-    async def _call(self, request: ChatRequest, model: int) -> _Reply | _Failure:
-        spec = self.config.models[model]
-        headers = {}
-        if spec.upstream_api_key is not None:
-            headers["Authorization"] = f"Bearer {spec.upstream_api_key.get_secret_value()}"
-        body = {**request.body, "model": spec.upstream_model or spec.name}
-        try:
-            response = await self._client.post(
-                f"{spec.base_url}/chat/completions", json=body, headers=headers
-            )
-        except _UNSENT as exc:
-            return _Failure(f"connection failed ({type(exc).__name__})", billed=False)
-        except httpx.TransportError as exc:
-            return _Failure(f"{type(exc).__name__} after sending", billed=True)
-        return _read_reply(response, self.config.charge_failed_requests)
-
-    def _settle(self, model: int, reservation: Reservation, outcome: _Reply | _Failure) -> int:
+    def _settle(self, model: int, reservation: Reservation, outcome: Reply | Failure) -> int:
         """Charge the call; a 2xx or a pass-through 4xx counts as a working upstream."""
-        if isinstance(outcome, _Failure):
+        if isinstance(outcome, Failure):
             return self.ledger.settle(reservation, reservation.amount if outcome.billed else 0)
         self.breakers[model].record_success()
         if outcome.status >= 300:
@@ -602,33 +452,13 @@ class RoutingProxy:
 
     def _unaffordable(self, pending: _Pending, cause: str = "") -> fastapi.responses.JSONResponse:
         """429 saying what is short, today's budget or this window's, and when to retry."""
-        window_left, day_left = (max(0, left) for left in self.ledger.remaining(pending.window))
-        allowed = (
-            range(len(self.names)) if pending.request.model is None else [pending.request.model]
-        )
-        cheapest = min(pending.costs[j] for j in allowed)
-        now = self.clock().astimezone(timezone.utc)
-        midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
-        if cheapest > day_left:
-            retry = math.ceil((midnight - now).total_seconds())
-            what = f"the daily budget is spent until it resets at {midnight.isoformat()}"
-        else:
-            retry = math.ceil(self.config.window_seconds)
-            what = "this window's budget and capacity went to other requests; retry next window"
-        retry = max(1, retry)
-        message = (
-            f"{cause}budget exhausted: {what} (this request may cost up to "
-            f"${format_usd(cheapest)}; left: ${format_usd(window_left)} of "
-            f"${format_usd(self.ledger.window_budget)} in this window, "
-            f"${format_usd(day_left)} of ${format_usd(self.ledger.day_budget)} today)"
-        )
-        return error_response(
-            429,
-            message,
-            "budget_exhausted",
-            headers={"Retry-After": str(retry), **_left_headers((window_left, day_left))},
-            retry_after_seconds=retry,
-            day_resets_at=midnight.isoformat(),
+        return budget_exhausted(
+            _cheapest(pending.costs, pending.request.model),
+            self.ledger.remaining(pending.window),
+            (self.ledger.window_budget, self.ledger.day_budget),
+            self.clock().astimezone(timezone.utc),
+            self.config.window_seconds,
+            cause,
         )
 
     def _exhausted(self, pending: _Pending, failures: list[str]) -> fastapi.responses.JSONResponse:
@@ -650,84 +480,16 @@ class RoutingProxy:
 
     def metrics(self) -> dict[str, Any]:
         """The ``/metrics`` document: request and per-model counts, and the ledger in USD."""
-        counts = self.counts
         return {
-            "requests": {
-                "responses": {str(k): v for k, v in sorted(counts.responses.items())},
-                "deferred": counts.deferred,
-                "rejected": counts.rejected,
-                "fallbacks": counts.fallbacks,
-                "usage_anomalies": counts.usage_anomalies,
-                "usage_over_reservation": counts.usage_over_reservation,
-                "disconnected_before_dispatch": counts.disconnected,
-                "queue_full": counts.queue_full,
-                "requeued_for_next_window": counts.requeued,
-                "waiting": len(self._waiting),
-                "plan_ms": _percentiles_ms(self._plan_seconds),
-            },
-            "models": {
-                name: {
-                    "assigned": counts.assigned[name],
-                    "served": counts.served[name],
-                    "errors": counts.errors[name],
-                    "in_flight": self.in_flight[j],
-                    "capacity": self._capacity[j],
-                    "breaker": self.breakers[j].state,
-                    "breaker_trips": self.breakers[j].trips,
-                    "rest_seconds_left": round(self.breakers[j].seconds_left(), 3),
-                }
-                for j, name in enumerate(self.names)
-            },
+            "requests": request_metrics(self.counts, len(self._waiting), self._plan_seconds),
+            "models": model_metrics(
+                self.names, self.counts, self.in_flight, self._capacity, self.breakers
+            ),
             "today": self.clock().astimezone(timezone.utc).date().isoformat(),
             "budget": self.ledger.report(),
         }
 
 
-def error_response(
-    status: int, message: str, kind: str, headers: dict[str, str] | None = None, **details: Any
-) -> fastapi.responses.JSONResponse:
-    """An OpenAI-style error body ``{"error": {"message", "type", ...}}``."""
-    error = {"message": message, "type": kind, "param": None, "code": None, **details}
-    return fastapi.responses.JSONResponse({"error": error}, status_code=status, headers=headers)
-
-
-def _percentiles_ms(seconds) -> dict[str, float | None]:
-    """p50 and p99 of recent planning times (quality model and MILP of one window), in ms."""
-    if not seconds:
-        return {"p50": None, "p99": None, "windows": 0}
-    values = 1000 * np.asarray(seconds)
-    p50, p99 = np.percentile(values, [50, 99])
-    return {"p50": round(float(p50), 3), "p99": round(float(p99), 3), "windows": len(values)}
-
-
-def _left_headers(left: tuple[int, int] | None) -> dict[str, str]:
-    """``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD, never below 0)."""
-    if left is None:
-        return {}
-    window, day = (format_usd(max(0, amount)) for amount in left)
-    return {"x-winnow-window-remaining": window, "x-winnow-day-remaining": day}
-
-
-def _shutting_down() -> fastapi.responses.JSONResponse:
-    return error_response(503, "the proxy is shutting down; retry shortly", "unavailable")
-
-
-def _routing_failed() -> fastapi.responses.JSONResponse:
-    return error_response(500, "routing this request failed; see the proxy's log", "internal")
-
-
-def _relay(
-    reply: _Reply, name: str, charged: int, pending: _Pending, left: tuple[int, int] | None
-) -> fastapi.responses.JSONResponse:
-    """The upstream's answer with the model, the charge, the window that placed it, the time it
-    waited for that window to close (what batching costs; the rest of its latency is the
-    proxy's and the upstream's) and the budget left."""
-    payload = {**reply.payload, "model": name} if reply.status < 300 else reply.payload
-    headers = {
-        "x-winnow-model": name,
-        "x-winnow-cost": format_usd(charged),
-        "x-winnow-window": str(pending.window.index),
-        "x-winnow-waited-ms": f"{1000 * pending.waited:.3f}",
-        **_left_headers(left),
-    }
-    return fastapi.responses.JSONResponse(payload, status_code=reply.status, headers=headers)
+def _cheapest(costs: list[int], model: int | None) -> int:
+    """The least worst-case cost among the models a request may use (all, or its named one)."""
+    return min(costs) if model is None else costs[model]
