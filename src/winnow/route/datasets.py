@@ -41,6 +41,7 @@ __all__ = [
     "load_routellm",
     "load_routerbench",
     "load_routing_table",
+    "read_table",
     "shared_prefixes",
     "split_indices",
     "split_queries",
@@ -239,16 +240,30 @@ def load_routing_table(
         models: the model columns. By default, every ``c`` with a ``c|total_cost`` column; a
             table without cost columns must name its models here (then ``cost`` is ``None``).
     """
-    pd = require("pandas", "route")
     path = data_file(path_or_spec)
+    return table_to_routing_data(read_table(path), models=models, source=str(path))
+
+
+def read_table(path: Path):
+    """A CSV (UTF-8) or Parquet file as a pandas DataFrame; a missing, empty, non-UTF-8 or
+    unparseable file is one :class:`RouteInputError` line, never a traceback."""
+    pd = require("pandas", "route")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path)
-    elif suffix in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    else:
+    if suffix not in (".csv", ".parquet", ".pq"):
         raise RouteInputError(f"{path} is neither .csv nor .parquet; fix: convert the table")
-    return table_to_routing_data(frame, models=models, source=str(path))
+    try:
+        return pd.read_csv(path, encoding="utf-8") if suffix == ".csv" else pd.read_parquet(path)
+    except FileNotFoundError:
+        raise RouteInputError(f"{path} does not exist") from None
+    except pd.errors.EmptyDataError:
+        raise RouteInputError(f"{path} is empty; it needs a header and one row per query") from None
+    except UnicodeDecodeError as exc:
+        raise RouteInputError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RouteInputError(f"{path} could not be read as a table: {first}") from None
 
 
 def table_to_routing_data(

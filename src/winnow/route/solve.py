@@ -11,7 +11,7 @@ import numpy as np
 from winnow.common.interrupt import call_interruptibly
 from winnow.common.runs import atomic_path
 from winnow.route.assign import Assignment, assign_batch
-from winnow.route.datasets import COST_SUFFIX, RoutingData, table_to_routing_data
+from winnow.route.datasets import COST_SUFFIX, RoutingData, read_table, table_to_routing_data
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 
 __all__ = ["DEFAULT_TIME_LIMIT", "parse_capacities", "read_batch", "solve_batch_file"]
@@ -49,26 +49,7 @@ def read_batch(batch: Path, drop_invalid: bool = False) -> RoutingData:
     import pandas as pd
 
     batch = Path(batch)
-    if batch.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise RouteInputError(f"{batch} is neither .csv nor .parquet; convert the table")
-    try:
-        if batch.suffix.lower() == ".csv":
-            frame = pd.read_csv(batch, encoding="utf-8")
-        else:
-            frame = pd.read_parquet(batch)
-    except FileNotFoundError:
-        raise RouteInputError(f"{batch} does not exist") from None
-    except pd.errors.EmptyDataError:
-        raise RouteInputError(
-            f"{batch} is empty; it needs a header and one row per query"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise RouteInputError(
-            f"{batch} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RouteInputError(f"{batch} could not be read as a table: {first}") from None
+    frame = read_table(batch)
     columns = [str(c) for c in frame.columns]
     costed = {c.removesuffix(COST_SUFFIX) for c in columns if c.endswith(COST_SUFFIX)}
     uncosted = [
