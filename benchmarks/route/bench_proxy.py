@@ -4,7 +4,8 @@
 
 The proxy runs as its own process (`winnow route serve`, one uvicorn worker) with a quality model
 fitted by `winnow route fit` on RouterBench's training queries (kNN on TF-IDF). Its pool is the
-11 RouterBench models, each a fake upstream in this process that answers a prompt with the
+11 RouterBench models, each a fake upstream (one process for all, apart from the load
+generator's) that answers a prompt with the
 recorded correctness as its content and reports the recorded cost as completion tokens (output
 price = the model's largest recorded cost / ``max_tokens``, input price 0, so a model's
 worst-case reservation is its largest recorded cost). Test prompts are sent at ``--rate``
@@ -14,7 +15,8 @@ quality model never reads.
 Measured: live accuracy (recorded correctness of the model that answered; an unanswered request
 counts as wrong), realised spend against every window's and the day's budget (overspend), the
 share of 429s, and the proxy's added latency: the client's latency less the request's wait for
-its window to close (``x-winnow-waited-ms``), so planning, forwarding and HTTP overheads. The
+its window to close (``Server-Timing`` ``window``), so planning, the upstream call and HTTP
+overheads; less the upstream call as well (``upstream``) it is the proxy's own share. The
 offline comparison solves the very windows the proxy formed (``x-winnow-window``) with the same
 quality estimates, worst-case costs, per-window budget and capacities (`assign_batch`), and
 also with the recorded costs, which no live proxy knows before a call.
@@ -27,16 +29,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import uvicorn
@@ -81,19 +84,35 @@ def fake_upstreams(data, prices) -> FastAPI:
     return app
 
 
-class Loopback:
-    """A uvicorn server on a free loopback port, in a daemon thread."""
+def serve_upstreams(port: int) -> None:
+    """The fake upstreams of the test split on ``port``: a process of their own, so that their
+    work is not queued behind the load generator's (or the proxy's)."""
+    test = load_routerbench("test")
+    prices = test.cost.max(axis=0) / MAX_TOKENS
+    uvicorn.run(fake_upstreams(test, prices), host="127.0.0.1", port=port, log_level="warning")
 
-    def __init__(self, app) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
-        ).start()
-        while not self.server.started:
-            time.sleep(0.01)
+
+def start_upstreams() -> tuple[multiprocessing.Process, str]:
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve_upstreams, args=(port,), daemon=True
+    )
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{url}/docs", {}, "the fake upstreams did not start", process.kill)
+    return process, url
+
+
+def wait_until_up(url: str, headers: dict, message: str, kill) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, headers=headers, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    kill()
+    raise RuntimeError(message)
 
 
 def free_port() -> int:
@@ -113,22 +132,21 @@ def start_proxy(config: dict, folder: Path) -> tuple[subprocess.Popen, str]:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     url = f"http://127.0.0.1:{config['port']}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the proxy did not start; see {folder / 'proxy.log'}")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    message = f"the proxy did not start; see {folder / 'proxy.log'}"
+    wait_until_up(f"{url}/v1/models", headers, message, process.kill)
+    return process, url
 
 
 async def replay(url: str, prompts: list[str], order: np.ndarray, rate: float) -> list[dict]:
-    """Send ``prompts[order]`` at ``rate`` per second; one record per request."""
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    """Send ``prompts[order]`` at ``rate`` per second; one record per request. aiohttp: httpx's
+    AsyncClient could not send 200 requests/s from this process (it peaked near 130/s)."""
     headers = {"Authorization": f"Bearer {KEY}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as c:
+    connector = aiohttp.TCPConnector(limit=0)  # one connection per request in flight
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(
+        url, headers=headers, connector=connector, timeout=timeout
+    ) as c:
 
         async def one(i: int, q: int) -> dict:
             await asyncio.sleep(i / rate)
@@ -139,21 +157,28 @@ async def replay(url: str, prompts: list[str], order: np.ndarray, rate: float) -
             }
             sent = time.perf_counter()
             try:
-                response = await c.post("/v1/chat/completions", json=body)
-            except httpx.TransportError as exc:  # counted under other_errors
+                async with c.post("/v1/chat/completions", json=body) as response:
+                    answer = await response.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # under other_errors
                 return {"query": int(q), "status": 0, "error": type(exc).__name__}
             latency = time.perf_counter() - sent
-            record = {"query": int(q), "status": response.status_code, "latency_s": latency}
-            if response.status_code == 200:
+            record = {"query": int(q), "status": response.status, "latency_s": latency}
+            if response.status == 200:
                 record |= {
                     "model": response.headers["x-winnow-model"],
                     "window": int(response.headers["x-winnow-window"]),
-                    "waited_s": float(response.headers["x-winnow-waited-ms"]) / 1000,
-                    "correct": float(response.json()["choices"][0]["message"]["content"]),
+                    "timing_s": server_timing(response.headers["server-timing"]),
+                    "correct": float(answer["choices"][0]["message"]["content"]),
                 }
             return record
 
         return await asyncio.gather(*(one(i, q) for i, q in enumerate(order)))
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``Server-Timing`` as {name: seconds}."""
+    parts = (part.strip().split(";dur=") for part in header.split(","))
+    return {name: float(ms) / 1000 for name, ms in parts}
 
 
 def offline_accuracy(records, data, p_hat, budget_per_window, costs) -> float:
@@ -194,11 +219,11 @@ def main() -> None:
         best = worst[np.arange(n), p_hat.argmax(axis=1)].mean()
         per_query = worst.min(axis=1).mean() + BUDGET_LEVEL * (best - worst.min(axis=1).mean())
         budget_per_window = float(per_query * MAX_BATCH)
-        upstream = Loopback(fake_upstreams(test, prices))
+        upstreams, upstream_url = start_upstreams()
         pool = [
             {
                 "name": name,
-                "base_url": f"{upstream.url}/m{j}/v1",
+                "base_url": f"{upstream_url}/m{j}/v1",
                 "input_price_per_token": 0.0,
                 "output_price_per_token": float(prices[j]),
                 "capacity": CAPACITY,
@@ -235,11 +260,14 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
+            upstreams.kill()
     served = [r for r in records if r["status"] == 200]
     live = sum(r["correct"] for r in served) / len(records)
     offline = offline_accuracy(records, test, p_hat, budget_per_window, worst)
     offline_known = offline_accuracy(records, test, p_hat, budget_per_window, test.cost)
-    added = np.array([1000 * (r["latency_s"] - r["waited_s"]) for r in served])
+    added = np.array([1000 * (r["latency_s"] - r["timing_s"]["window"]) for r in served])
+    upstream_ms = np.array([1000 * r["timing_s"]["upstream"] for r in served])
+    own = added - upstream_ms  # planning and HTTP handling: the proxy's own share
     budget = metrics["budget"]
     overspend = sum(max(0.0, w["settled_usd"] - budget_per_window) for w in budget["windows"])
     summary = {
@@ -255,6 +283,10 @@ def main() -> None:
         "other_errors": sum(r["status"] not in (200, 429) for r in records),
         "added_latency_ms_p50": float(np.percentile(added, 50)),
         "added_latency_ms_p99": float(np.percentile(added, 99)),
+        "upstream_ms_p50": float(np.percentile(upstream_ms, 50)),
+        "upstream_ms_p99": float(np.percentile(upstream_ms, 99)),
+        "proxy_own_ms_p50": float(np.percentile(own, 50)),
+        "proxy_own_ms_p99": float(np.percentile(own, 99)),
         "offered_rate_per_s": args.rate,
         "achieved_rate_per_s": len(records) / wall,
         "windows": budget["windows_opened"],

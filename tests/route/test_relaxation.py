@@ -14,6 +14,7 @@ from winnow.route.relaxation import (
     least_cost_assignment,
     make_program,
     relax,
+    round_relaxation,
 )
 
 
@@ -48,11 +49,12 @@ def test_cheapest_assignments_match_enumeration(seed):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_relaxation_reaches_the_lp_optimum_with_its_bound(seed):
+@pytest.mark.parametrize("n", [40, 600])  # the LP on every pair; dual, cores and pricing
+def test_relaxation_reaches_the_lp_optimum_with_its_bound(seed, n):
     rng = np.random.default_rng(seed)
-    n, k = 40, 4
+    k = 4
     score, cost = rng.uniform(size=(n, k)), rng.uniform(size=(n, k))
-    capacity = np.full(k, 12.0)
+    capacity = np.full(k, 0.3 * n)
     budget = cost.min(axis=1).sum() + 0.3 * (cost.max(axis=1).sum() - cost.min(axis=1).sum())
     program = make_program(score, cost, capacity, budget, 1.0)
     relaxation = relax(program, 0.0)
@@ -69,3 +71,33 @@ def test_relaxation_reaches_the_lp_optimum_with_its_bound(seed):
     assert relaxation.value == pytest.approx(-lp.fun, abs=1e-7)
     assert relaxation.bound == pytest.approx(-lp.fun, abs=1e-7)
     assert lagrangian(program, relaxation.theta)[0] == pytest.approx(relaxation.bound, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("tied", [True, False])  # tied: a model costs the same for every query
+def test_rounding_leaves_no_improving_move_or_swap(seed, tied):
+    rng = np.random.default_rng(seed)
+    n, k = 30, 5
+    score = rng.uniform(size=(n, k))
+    cost = np.tile(rng.uniform(0.1, 1, size=k), (n, 1)) if tied else rng.uniform(size=(n, k))
+    capacity = np.full(k, 8.0)
+    rows = np.arange(n)
+    cheapest = cost[rows, least_cost_assignment(cost, capacity)].sum()
+    budget = cheapest + 0.3 * (cost.max(axis=1).sum() - cheapest)
+    program = make_program(score, cost, capacity, budget, 1.0)
+    choice = round_relaxation(program, relax(program))
+
+    def fits(c):
+        used = np.bincount(c, minlength=k)
+        return np.all(used <= capacity) and cost[rows, c].sum() <= program.budget
+
+    assert fits(choice)
+    value = score[rows, choice].sum()
+    for q, j in itertools.product(range(n), range(k)):
+        moved = choice.copy()
+        moved[q] = j
+        assert not (fits(moved) and score[rows, moved].sum() > value + 1e-9)
+    for q, r in itertools.combinations(range(n), 2):
+        swapped = choice.copy()
+        swapped[[q, r]] = choice[[r, q]]
+        assert not (fits(swapped) and score[rows, swapped].sum() > value + 1e-9)

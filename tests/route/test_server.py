@@ -48,6 +48,7 @@ UPSTREAM_PROMPT_TOKENS = 20
 # Generous for a loaded 2-core machine, where a connect can take a few hundred ms; the slow
 # upstream answers well after it.
 TIMEOUT, SLOW_SECONDS = 2.0, 5.0
+LAG_SECONDS = 0.3
 
 
 # -- ledger -----------------------------------------------------------------------------------
@@ -364,23 +365,28 @@ def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():
 
 
 @pytest.mark.parametrize(
-    ("status", "content", "charge_failed", "expected"),
+    ("status", "body", "charge_failed", "expected"),
     [
         (200, {"usage": {"prompt_tokens": 3, "completion_tokens": 4}}, False, (200, (3, 4))),
         (200, {"usage": {"prompt_tokens": -1}}, False, (200, None)),
         (200, [1], False, ("failure", True)),
+        (200, b"<html>busy</html>", False, ("failure", True)),
+        (200, b"\xff\xfe", False, ("failure", True)),
         (422, {"error": {"message": "bad"}}, False, (422, None)),
+        (400, b"<html>bad</html>", False, (400, None)),
         (500, {}, False, ("failure", False)),
         (503, {}, True, ("failure", True)),
         (429, {}, False, ("failure", False)),
     ],
 )
-def test_upstream_answers_map_to_the_charging_table(status, content, charge_failed, expected):
-    reply = upstream.read_reply(httpx.Response(status, json=content), charge_failed)
+def test_upstream_answers_map_to_the_charging_table(status, body, charge_failed, expected):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = upstream.read_reply(status, raw, charge_failed)
     if expected[0] == "failure":
         assert isinstance(reply, upstream.Failure) and reply.billed is expected[1]
     else:
         assert (reply.status, reply.usage) == expected
+        assert isinstance(reply.payload, dict)
 
 
 # -- the proxy on loopback --------------------------------------------------------------------
@@ -388,7 +394,8 @@ def test_upstream_answers_map_to_the_charging_table(status, content, charge_fail
 
 def upstream_app(mode: str) -> FastAPI:
     """An OpenAI-style upstream; mode 'ok', 'fail' (500), 'slow' (answers after the proxy's
-    timeout) or 'overbill' (reports more completion tokens than max_tokens)."""
+    timeout), 'lag' (answers after LAG_SECONDS) or 'overbill' (reports more completion tokens
+    than max_tokens)."""
     app = FastAPI()
     app.state.bodies = []
 
@@ -398,8 +405,8 @@ def upstream_app(mode: str) -> FastAPI:
         app.state.bodies.append(body)
         if mode == "fail":
             return JSONResponse({"error": {"message": "upstream broke"}}, status_code=500)
-        if mode == "slow":
-            await asyncio.sleep(SLOW_SECONDS)
+        if mode in ("slow", "lag"):
+            await asyncio.sleep(SLOW_SECONDS if mode == "slow" else LAG_SECONDS)
         limit = body["max_tokens"]
         completion = limit + 100 if mode == "overbill" else limit // 2
         return {
@@ -454,7 +461,7 @@ class LoopbackServer:
 
 @pytest.fixture(scope="module")
 def upstreams():
-    modes = {"ok": "ok", "fail": "fail", "slow": "slow", "over": "overbill"}
+    modes = {"ok": "ok", "fail": "fail", "slow": "slow", "lag": "lag", "over": "overbill"}
     with ExitStack() as stack:
         yield {
             name: stack.enter_context(LoopbackServer(upstream_app(mode)))
@@ -487,7 +494,8 @@ def ask(client: httpx.Client, content: str, **fields) -> httpx.Response:
 
 
 def test_200_concurrent_requests_never_exceed_the_budgets(upstreams):
-    config = pool_config(pool_urls(upstreams))
+    # The 200 requests cost about 5.5e-3 USD; the day affords less, so some must be refused.
+    config = pool_config(pool_urls(upstreams), budget_per_day=4e-3)
 
     async def send_all(url: str) -> list[tuple[int, httpx.Response]]:
         limits = httpx.Limits(max_connections=200)
@@ -643,6 +651,25 @@ def test_a_failing_upstream_is_rested_after_consecutive_failures(upstreams):
     assert flaky["breaker"] == "open" and metrics["requests"]["fallbacks"] == 3
     plan = metrics["requests"]["plan_ms"]  # one planned window per request here
     assert plan["windows"] == 6 and 0 < plan["p50"] <= plan["p99"]
+
+
+def test_server_timing_splits_a_requests_latency(upstreams):
+    # 'flaky' fails first, then 'cheap' answers after LAG_SECONDS: both calls are upstream time.
+    config = pool_config({"flaky": upstreams["fail"].url, "cheap": upstreams["lag"].url})
+    with (
+        LoopbackServer(create_app(config, ConstantQuality([0.95, 0.5]))) as proxy_server,
+        httpx.Client(base_url=proxy_server.url, headers=AUTH, timeout=10) as client,
+    ):
+        started = time.perf_counter()
+        answer = ask(client, "hi")
+        latency_ms = 1000 * (time.perf_counter() - started)
+    assert answer.status_code == 200 and answer.headers["x-winnow-model"] == "cheap"
+    parts = (part.strip().split(";") for part in answer.headers["server-timing"].split(","))
+    timing = {name: float(duration.removeprefix("dur=")) for name, duration in parts}
+    assert list(timing) == ["window", "plan", "upstream"]
+    assert timing["window"] == float(answer.headers["x-winnow-waited-ms"])
+    assert timing["upstream"] >= 1000 * LAG_SECONDS and timing["plan"] > 0
+    assert sum(timing.values()) <= latency_ms
 
 
 def test_a_client_gone_before_dispatch_is_dropped_unbilled_and_the_queue_is_bounded(upstreams):

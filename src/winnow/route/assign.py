@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.route.budget_rule import within_budget
-from winnow.route.cores import Solution, close_gap
+from winnow.route.cores import HIGHS_ABS_GAP, Solution, close_gap
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 from winnow.route.relaxation import (
     Program,
@@ -89,7 +89,7 @@ class Assignment:
     mip_gap : float
         ``(bound - objective) / max(|objective|, 1)``, >= 0.
     optimal : bool
-        ``mip_gap <= mip_rel_gap``.
+        ``mip_gap <= mip_rel_gap``, or the absolute gap within HiGHS' 1e-6 (``mip_rel_gap=0``).
     solve_seconds : float
         Wall time of the call.
     """
@@ -289,7 +289,7 @@ def _assign(
         method=method,
         bound=bound,
         mip_gap=mip_gap,
-        optimal=bool(mip_gap <= gap),
+        optimal=bool(bound - objective <= max(gap * max(abs(objective), 1.0), HIGHS_ABS_GAP)),
         solve_seconds=time.perf_counter() - started,
     )
 

@@ -35,9 +35,9 @@ from winnow.route.relaxation import (
     with_budget,
 )
 
-__all__ = ["Solution", "close_gap"]
+__all__ = ["HIGHS_ABS_GAP", "Solution", "close_gap"]
 
-_HIGHS_ABS_GAP = 1e-6  # HiGHS' mip_abs_gap: the smallest absolute gap it proves
+HIGHS_ABS_GAP = 1e-6  # HiGHS' mip_abs_gap: the smallest absolute gap it proves
 _CORE_DELTA = 0.0015  # reduced-cost window of the first core, times the score spread
 # Exhaustive search on a core: each query with a choice costs a step of ~0.05 ms plus ~0.25 ms
 # per 1,000 partial assignments, against HiGHS' 5-50 ms on the cores of 50 x 11 and 1,000 x 11
@@ -68,7 +68,7 @@ def close_gap(program, reduced, top, choice, gap, deadline, levels) -> Solution:
     """
     value = objective_of(program, choice)
     bound = top
-    tolerance = max(gap * max(abs(value), 1.0), _HIGHS_ABS_GAP)
+    tolerance = max(gap * max(abs(value), 1.0), HIGHS_ABS_GAP)
     delta = first = _CORE_DELTA * score_spread(program.score)
     slack = 1e-9 * max(1.0, abs(top))
     everything = np.isfinite(program.score)

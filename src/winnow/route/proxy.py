@@ -58,7 +58,9 @@ waits for the next window while the day has room, up to ``max_wait_seconds`` aft
 then it gets a 429. A client that disconnects before its call is dispatched is dropped and never
 billed; after dispatch the call completes and is billed. Answers carry
 ``x-winnow-window-remaining`` and ``x-winnow-day-remaining`` (USD), ``x-winnow-window`` (the
-window that placed it) and ``x-winnow-waited-ms`` (its wait for that window to close).
+window that placed it), ``x-winnow-waited-ms`` (its wait for that window to close) and
+``Server-Timing`` (``window``, ``plan`` and ``upstream`` durations in ms), from which a client
+can tell the proxy's own share of its latency.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ from winnow.route.upstream import Failure, Reply, post_chat
 from winnow.route.window_plan import check_quality, plan_window
 
 fastapi = require("fastapi", "serve")
-httpx = require("httpx", "serve")
+aiohttp = require("aiohttp", "serve")
 
 __all__ = ["RoutingProxy"]
 
@@ -126,6 +128,8 @@ class _Pending:
     wait_until: float = 0.0  # event-loop time after which it is no longer put back in the queue
     arrived: float = 0.0  # event-loop time it was queued
     waited: float = 0.0  # seconds from arrival until the window that placed it closed
+    planned: float = 0.0  # seconds that window's plan took
+    upstream: float = 0.0  # seconds in upstream calls, every attempt
 
     def answer(self, response: fastapi.responses.JSONResponse) -> None:
         if not self.future.done():
@@ -175,11 +179,11 @@ class RoutingProxy:
         self._waiting: list[_Pending] = []
         self._plan_seconds: deque[float] = deque(maxlen=1000)  # recent windows' planning time
         self._tasks: set[asyncio.Task] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._arrived: asyncio.Event | None = None
 
     @asynccontextmanager
-    async def running(self, client: httpx.AsyncClient) -> AsyncIterator[RoutingProxy]:
+    async def running(self, client: aiohttp.ClientSession) -> AsyncIterator[RoutingProxy]:
         """Run the window loop with ``client`` for upstream calls; on exit, answer everyone."""
         self._client, self._arrived = client, asyncio.Event()
         windows = asyncio.create_task(self._run_windows())
@@ -292,7 +296,10 @@ class RoutingProxy:
         routed = [p for p in batch if p.request.model is None]
         orders = await self._plan(window, named, routed) if routed else []
         if routed:
-            self._plan_seconds.append(asyncio.get_running_loop().time() - closed)
+            planned = asyncio.get_running_loop().time() - closed
+            self._plan_seconds.append(planned)
+            for pending in batch:
+                pending.planned = planned
         for pending, order in [
             *((p, [p.request.model]) for p in named),
             *zip(routed, orders, strict=True),
@@ -386,16 +393,13 @@ class RoutingProxy:
                 if isinstance(outcome, Reply):
                     if outcome.status < 300:
                         self.counts.served[name] += 1
-                    pending.answer(
-                        relay(
-                            outcome,
-                            name,
-                            charged,
-                            pending.window.index,
-                            pending.waited,
-                            self._left(pending.window),
-                        )
-                    )
+                    timing = {
+                        "window": pending.waited,
+                        "plan": pending.planned,
+                        "upstream": pending.upstream,
+                    }
+                    window, left = pending.window.index, self._left(pending.window)
+                    pending.answer(relay(outcome, name, charged, window, timing, left))
                     return
                 self.breakers[model].record_failure()
                 self.counts.errors[name] += 1
@@ -418,12 +422,15 @@ class RoutingProxy:
     ) -> tuple[Reply | Failure, int]:
         """One upstream call; its slot and reservation are closed whatever happens."""
         outcome: Reply | Failure = Failure("interrupted", billed=True)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         try:
             spec = self.config.models[model]
             outcome = await post_chat(
                 self._client, spec, pending.request.body, self.config.charge_failed_requests
             )
         finally:
+            pending.upstream += loop.time() - sent
             self.in_flight[model] -= 1
             charged = self._settle(model, reservation, outcome)
         return outcome, charged

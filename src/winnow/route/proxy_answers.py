@@ -95,18 +95,20 @@ def relay(
     name: str,
     charged: int,
     window: int,
-    waited: float,
+    timing: dict[str, float],
     left: tuple[int, int] | None,
 ) -> fastapi.responses.JSONResponse:
-    """The upstream's answer with the model, the charge, the window that placed it, the time it
-    waited for that window to close (what batching costs; the rest of its latency is the
-    proxy's and the upstream's) and the budget left."""
+    """The upstream's answer with the model, the charge, the window that placed it, the budget
+    left, and where its time went: ``timing`` (seconds) has ``window`` (its wait for the window
+    to close: what batching costs), ``plan`` and ``upstream``, sent as ``Server-Timing``; the
+    rest of its latency is the proxy's own handling."""
     payload = {**reply.payload, "model": name} if reply.status < 300 else reply.payload
     headers = {
         "x-winnow-model": name,
         "x-winnow-cost": format_usd(charged),
         "x-winnow-window": str(window),
-        "x-winnow-waited-ms": f"{1000 * waited:.3f}",
+        "x-winnow-waited-ms": f"{1000 * timing['window']:.3f}",
+        "server-timing": ", ".join(f"{k};dur={1000 * v:.3f}" for k, v in timing.items()),
         **left_headers(left),
     }
     return fastapi.responses.JSONResponse(payload, status_code=reply.status, headers=headers)

@@ -62,6 +62,9 @@ _TAUS = (0.05, 0.01, 0.002)  # smoothing temperatures of the dual, times the sco
 _CORE_LP_DELTA = 0.02  # reduced-cost window of the first core LP, times the score spread
 _PRICING_ROUNDS = 6  # core LPs before the LP is solved on every pair
 _LP_MARGIN = 1e-7  # budget margin (scaled units) that absorbs HiGHS' feasibility tolerance
+_DIRECT_LP_PAIRS = 2_000  # up to this many pairs the LP on every pair beats steps 1-2
+_EXCHANGE_STEPS = 256  # most moves or swaps of the local search
+_SWAP_QUERIES = 500  # most queries whose pairwise swaps the local search tries ([n, n] arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,11 +267,12 @@ def relax(program: Program, margin: float = _LP_MARGIN) -> Relaxation | None:
     None when the LP is infeasible even with no margin.
     """
     spread = score_spread(program.score)
-    theta = _minimise_dual(program, spread)
+    small = program.score.size <= _DIRECT_LP_PAIRS
+    theta = np.zeros(program.free_rows.size) if small else _minimise_dual(program, spread)
     safe = with_budget(program, program.budget - margin)
     bound, reduced = lagrangian(program, theta)
     delta = _CORE_LP_DELTA * spread
-    mask = reduced >= -delta
+    mask = np.isfinite(program.score) if small else reduced >= -delta
     for attempt in range(_PRICING_ROUNDS + 1):
         if attempt == _PRICING_ROUNDS:
             mask = np.isfinite(program.score)
@@ -310,6 +314,10 @@ def round_relaxation(program: Program, relaxation: Relaxation) -> np.ndarray:
        completion, so the integral least-cost completion costs no more.
     3. Split queries, largest possible gain first, move to the best-quality model that still
        fits (cheaper first among equals).
+    4. Local search (:func:`_exchange`): the best improving move of one query to another model,
+       or swap of two queries' models, until none improves. When every query costs the same on
+       a model (the proxy's worst-case reservations) steps 2-3 lose most through the split
+       queries' counts landing on the wrong queries, which swaps repair at no cost or capacity.
 
     Should floating-point tolerance leave no completion in step 2, steps 2 and 3 run on the whole
     batch, which the caller (:mod:`winnow.route.assign`) has checked can be completed.
@@ -322,7 +330,7 @@ def round_relaxation(program: Program, relaxation: Relaxation) -> np.ndarray:
         completed = _complete(program, np.full(choice.size, -1), pool)
     if completed is None:
         raise InfeasibleBatchError("no assignment of the batch fits its capacities and budget")
-    return _upgrade(program, completed, pool)
+    return _exchange(program, _upgrade(program, completed, pool))
 
 
 def _complete(program: Program, choice: np.ndarray, pool: np.ndarray) -> np.ndarray | None:
@@ -360,6 +368,45 @@ def _upgrade(program: Program, choice: np.ndarray, pool: np.ndarray) -> np.ndarr
                 budget_left -= extra
                 choice[q] = j
                 break
+    return choice
+
+
+def _exchange(program: Program, choice: np.ndarray) -> np.ndarray:
+    """``choice`` improved by single moves and pairwise swaps that keep every row, best first.
+
+    Each accepted step raises the nominal score; the loop stops when no step gains more than a
+    billionth of the score's size, or after ``_EXCHANGE_STEPS`` steps (a few usually suffice).
+    Swaps are tried up to ``_SWAP_QUERIES`` queries (their gains are an [n, n] array).
+    """
+    n = choice.size
+    rows = np.arange(n)
+    choice = choice.copy()
+    for _ in range(_EXCHANGE_STEPS):
+        held, spent = program.score[rows, choice], program.cost[rows, choice]
+        capacity_left = program.capacity - np.bincount(choice, minlength=program.score.shape[1])
+        budget_left = program.budget - spent.sum()
+        with np.errstate(invalid="ignore"):  # -inf scores of forbidden pairs
+            move = program.score - held[:, None]
+            fits = (capacity_left >= 1) & (program.cost - spent[:, None] <= budget_left)
+        move = np.where(fits, move, -np.inf)
+        best_move = np.unravel_index(np.argmax(move), move.shape)
+        gain, step = move[best_move], ("move", *best_move)
+        if n <= _SWAP_QUERIES:
+            theirs, their_cost = program.score[:, choice], program.cost[:, choice]  # [q, choice[r]]
+            with np.errstate(invalid="ignore"):
+                swap = theirs + theirs.T - held[:, None] - held[None, :]
+                extra = their_cost + their_cost.T - spent[:, None] - spent[None, :]
+            swap = np.where(extra <= budget_left, swap, -np.inf)
+            best_swap = np.unravel_index(np.argmax(swap), swap.shape)
+            if swap[best_swap] > gain:
+                gain, step = swap[best_swap], ("swap", *best_swap)
+        if not gain > 1e-9 * max(1.0, float(np.abs(held).sum())):
+            break
+        kind, q, target = step
+        if kind == "move":
+            choice[q] = target
+        else:
+            choice[[q, target]] = choice[[target, q]]
     return choice
 
 

@@ -28,7 +28,7 @@ from winnow.route.proxy import RoutingProxy, error_response
 from winnow.route.proxy_config import ProxyConfig, QualityModel
 
 fastapi = require("fastapi", "serve")
-httpx = require("httpx", "serve")
+aiohttp = require("aiohttp", "serve")
 
 __all__ = ["create_app", "serve"]
 
@@ -43,7 +43,6 @@ def _utc_now() -> datetime:
 def create_app(
     config: ProxyConfig,
     quality_model: QualityModel,
-    transport: httpx.AsyncBaseTransport | None = None,
     *,
     clock: Callable[[], datetime] = _utc_now,
 ) -> fastapi.FastAPI:
@@ -55,8 +54,6 @@ def create_app(
     quality_model : QualityModel
         E.g. :class:`~winnow.route.proxy_config.ConstantQuality`; columns in ``config.models``
         order.
-    transport : httpx.AsyncBaseTransport, optional
-        For upstream calls; default: real HTTP.
     clock : callable returning an aware datetime, default now in UTC
         Decides the day (UTC date) and reset times; tests pass one they can advance.
 
@@ -68,10 +65,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
         slots = sum(model.capacity for model in config.models)
-        limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+        phase = config.upstream_timeout_seconds  # connecting, and each wait for bytes
         async with (
-            httpx.AsyncClient(
-                transport=transport, timeout=config.upstream_timeout_seconds, limits=limits
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=slots),
+                timeout=aiohttp.ClientTimeout(total=None, connect=phase, sock_read=phase),
             ) as client,
             proxy.running(client),
         ):

@@ -25,7 +25,7 @@ def plan_window(
     time_limit: float | None = None,
     sigma: np.ndarray | None = None,
     robust: Robustness | None = None,
-    mip_rel_gap: float = 1e-3,
+    mip_rel_gap: float = 1e-2,
 ) -> list[list[int]]:
     """Each request's model order for one window: its assigned model, then fallbacks.
 
