@@ -9,6 +9,7 @@ from winnow.distill.exceptions import DistillInputError
 from winnow.distill.objectives import (
     ACE_FORMS,
     ace_modulation,
+    clip_binds,
     clipped_policy_loss,
     dynamic_sampling_mask,
     group_advantages,
@@ -358,6 +359,38 @@ def test_grpo_loss_equals_a_dense_hand_written_grpo(grpo_batch, kl_beta):
         )
     clipped = (ratio < 0.8) | (ratio > 1.28)
     assert clipped[kept_tokens].any() and (~clipped[kept_tokens]).any()  # both branches are tested
+    torch.testing.assert_close(result.ratio, ratio[kept_tokens], rtol=1e-12, atol=0)
+    advantage = result.advantages[grpo_batch.loss_rows()[0]][kept_tokens]
+    binds = ((ratio[kept_tokens] > 1.28) & (advantage > 0)) | (
+        (ratio[kept_tokens] < 0.8) & (advantage < 0)
+    )
+    assert torch.equal(result.clipped, binds)
+
+
+def test_clip_binds_only_where_the_clipped_loss_has_no_gradient():
+    ratio = torch.tensor([0.5, 0.5, 1.0, 1.5, 1.5, 1.25, 0.81], requires_grad=True)
+    advantages = torch.tensor([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    binds = clip_binds(ratio.detach(), advantages, 0.2, 0.28)
+    assert binds.tolist() == [True, False, False, True, False, False, False]
+    # exp(log r - 0) = r: the clipped loss's gradient is zero exactly where the clip binds.
+    loss = clipped_policy_loss(ratio.log(), torch.zeros(7), advantages, 0.2, 0.28)
+    (grad,) = torch.autograd.grad(loss.sum(), ratio)
+    assert torch.equal(grad == 0, binds)
+
+
+def test_sampled_log_probs_are_the_policys_at_the_loss_rows_without_grad(grpo_batch):
+    policy, _ = grpo_models(grpo_batch)
+    got = objectives.sampled_log_probs(policy, policy.embedding, grpo_batch, chunk_size=4)
+    with torch.no_grad():
+        expected = dense_token_log_probs(policy, grpo_batch)[grpo_batch.response_mask[:, 1:]]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+    assert not got.requires_grad
+    # As old_log_probs of an unchanged policy, every ratio is 1 and nothing is clipped.
+    result = objectives.grpo_loss(
+        policy, policy.embedding, policy, policy.embedding, grpo_batch, GRPO_REWARDS, got
+    )
+    torch.testing.assert_close(result.ratio, torch.ones_like(result.ratio))
+    assert not result.clipped.any()
 
 
 def test_ace_changes_only_the_loss_of_wrong_rollouts_with_negative_advantage(grpo_batch):

@@ -223,6 +223,50 @@ def test_grpo_objective_trains_the_policy_and_leaves_the_reference(model_dir):
         assert torch.equal(value, reference[name])
 
 
+def test_grpo_with_two_updates_per_batch_moves_the_ratio_and_clips(model_dir):
+    config = train_config(
+        model_dir,
+        objective="grpo",
+        grpo={"updates_per_batch": 2, "eps_low": 0.01, "eps_high": 0.01},
+        rollout={"samples_per_prompt": 4, "max_new_tokens": 3},
+        optim={"lr": 3e-2},
+        teacher={"path": str(model_dir / "student")},
+    )
+    trainer = distiller(config)
+    steps = {}
+    original = trainer.optimizer.step
+
+    def counting_step(*args, **kwargs):
+        steps["n"] = steps.get("n", 0) + 1
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = counting_step
+    rows = [trainer.train_step() for _ in range(3)]
+    assert steps["n"] == 6  # two updates on each rollout batch
+    trained = [row for row in rows if "clip_fraction" in row]  # a batch with mixed rewards
+    assert trained and all(row["ratio_max_deviation"] > 0 for row in trained)
+    assert any(row["clip_fraction"] > 0 for row in trained)
+    single = distiller(train_config(
+        model_dir, objective="grpo", rollout={"samples_per_prompt": 4, "max_new_tokens": 3},
+        teacher={"path": str(model_dir / "student")},
+    )).train_step()  # fmt: skip
+    assert single["ratio_max_deviation"] == 0 and single["clip_fraction"] == 0
+
+
+@pytest.mark.parametrize(
+    ("rollout", "divergence"),
+    [({"temperature": 0.7}, {"temperature": 1.0}), ({"top_p": 0.9}, {})],
+)
+def test_grpo_refuses_scoring_unlike_sampling(model_dir, rollout, divergence):
+    with pytest.raises(ConfigError, match="no importance correction"):
+        train_config(
+            model_dir,
+            objective="grpo",
+            rollout={"samples_per_prompt": 2, **rollout},
+            divergence=divergence,
+        )
+
+
 def test_grpo_rejects_token_selectors(model_dir):
     with pytest.raises(ConfigError, match="token selectors and pacing apply to objective 'opd'"):
         train_config(

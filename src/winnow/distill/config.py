@@ -128,6 +128,12 @@ class GrpoConfig(Config):
     eps_low: float = Field(0.2, gt=0, lt=1)
     eps_high: float = Field(0.28, gt=0, description="DAPO clip-higher")
     scale_by_std: bool = Field(True, description="False = Dr.GRPO advantages")
+    updates_per_batch: int = Field(
+        1,
+        ge=1,
+        description="optimizer updates on each rollout batch (TRL's num_iterations); from the "
+        "second on, the ratio to the sampling policy moves and the clip acts",
+    )
 
 
 class PacingConfig(Config):
@@ -208,6 +214,14 @@ class TrainConfig(Config):
         if self.rollout.samples_per_prompt < 2:
             raise ValueError(
                 "grpo compares the rollouts of each prompt; set rollout.samples_per_prompt >= 2"
+            )
+        sampling, scoring = self.rollout.temperature, self.divergence.temperature
+        if sampling != scoring or self.rollout.top_p != 1.0:
+            raise ValueError(
+                f"grpo's ratio compares the policy with the one that sampled, but rollouts are "
+                f"sampled at rollout.temperature={sampling}, rollout.top_p={self.rollout.top_p} "
+                f"and scored at divergence.temperature={scoring}; set both temperatures to the "
+                "same value and rollout.top_p to 1.0 (winnow applies no importance correction)"
             )
         selective = [arm for arm, selector in self.arms.items() if selector.name != "all"]
         if selective or self.pacing is not None:

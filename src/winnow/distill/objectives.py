@@ -25,6 +25,7 @@ from winnow.distill.logprobs import token_log_probs
 from winnow.distill.policy_gradient import (
     ACE_FORMS,
     ace_modulation,
+    clip_binds,
     clipped_policy_loss,
     describe_shape,
     dynamic_sampling_mask,
@@ -47,6 +48,7 @@ __all__ = [
     "k3_kl",
     "opd_loss",
     "reduce_token_loss",
+    "sampled_log_probs",
 ]
 
 HiddenFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -184,7 +186,8 @@ class GrpoLoss:
     ``advantages [B]``: the advantages used, after ACE, 0 for dropped rollouts;
     ``confidence [B]``: ACE's ``c_i = sum_t (logp_old - logp_ref)``, NaN where not computed
     (dropped rollouts, or no reference forward); ``kept_rollouts [B]`` bool: dynamic sampling's
-    verdict.
+    verdict; ``ratio [k]``: ``pi_new / pi_old`` at those rows (1 on a batch's first update);
+    ``clipped [k]`` bool: where the clip binds (:func:`clip_binds`).
     """
 
     loss: Tensor
@@ -192,6 +195,8 @@ class GrpoLoss:
     advantages: Tensor
     confidence: Tensor
     kept_rollouts: Tensor
+    ratio: Tensor
+    clipped: Tensor
 
 
 def grpo_loss(
@@ -246,7 +251,8 @@ def grpo_loss(
             0, dtype=torch.promote_types(policy_weight.dtype, torch.float32)
         )
         loss = policy_weight[:0].sum().to(empty.dtype)
-        return GrpoLoss(loss, empty, advantages, confidence, kept_rollouts)
+        none = empty.new_zeros(0, dtype=torch.bool)
+        return GrpoLoss(loss, empty, advantages, confidence, kept_rollouts, empty, none)
 
     kept_batch = batch.select(kept)
     batch_idx, pos_idx = kept_batch.loss_rows()
@@ -279,7 +285,28 @@ def grpo_loss(
     if kl_beta > 0:
         per_token = per_token + kl_beta * k3_kl(logp_new, logp_ref)
     loss = reduce_token_loss(per_token, sequence, reduction)
-    return GrpoLoss(loss, per_token, advantages, confidence, kept_rollouts)
+    ratio = torch.exp(logp_new.detach() - logp_old)
+    clipped = clip_binds(ratio, token_advantages, eps_low, eps_high)
+    return GrpoLoss(loss, per_token, advantages, confidence, kept_rollouts, ratio, clipped)
+
+
+def sampled_log_probs(
+    policy: HiddenFn,
+    policy_weight: Tensor,
+    batch: RolloutBatch,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """``[K]`` log-probabilities of the sampled tokens at every loss row of ``batch``, without
+    gradient: the sampling policy's, kept as ``old_log_probs`` for the later updates of a batch
+    (``grpo.updates_per_batch > 1``), whose ratio and clip they make act."""
+    batch_idx, pos_idx = batch.loss_rows()
+    targets = batch.input_ids[batch_idx, pos_idx + 1]
+    with torch.no_grad():
+        hidden = policy(batch.input_ids, batch.attention_mask, batch.position_ids)
+        return token_log_probs(
+            hidden[batch_idx, pos_idx], policy_weight, targets, temperature, chunk_size
+        )
 
 
 def _check_grpo_settings(

@@ -21,6 +21,7 @@ from winnow.distill.exceptions import DistillInputError
 __all__ = [
     "ACE_FORMS",
     "ace_modulation",
+    "clip_binds",
     "clipped_policy_loss",
     "describe_shape",
     "dynamic_sampling_mask",
@@ -167,6 +168,15 @@ def clipped_policy_loss(
     advantages = advantages.detach()
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
     return -torch.minimum(ratio * advantages, clipped * advantages)
+
+
+def clip_binds(ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float) -> Tensor:
+    """Where :func:`clipped_policy_loss` has zero gradient because the clip binds: ``r > 1 +
+    eps_high`` with ``A > 0``, or ``r < 1 - eps_low`` with ``A < 0`` (TRL's ``clip_ratio``).
+
+    Shape: ratio, advantages ``[k]``; output ``[k]`` bool.
+    """
+    return ((ratio > 1 + eps_high) & (advantages > 0)) | ((ratio < 1 - eps_low) & (advantages < 0))
 
 
 def k3_kl(logp_new: Tensor, logp_ref: Tensor) -> Tensor:

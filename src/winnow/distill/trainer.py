@@ -31,7 +31,7 @@ from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import hidden_states, output_weight
-from winnow.distill.objectives import grpo_loss, opd_loss
+from winnow.distill.objectives import grpo_loss, opd_loss, sampled_log_probs
 from winnow.distill.pacing import (
     pass_rates,
     problem_weights,
@@ -148,22 +148,19 @@ class OnPolicyDistiller:
         return rows
 
     def train_step(self) -> dict:
-        """One optimizer step over ``accumulation_steps`` rollout batches; returns its metrics."""
+        """One rollout round: ``accumulation_steps`` rollout batches, then one optimizer step over
+        them (``grpo.updates_per_batch`` steps for GRPO); returns the round's metrics."""
         self.body.train()
-        parts = []
-        for micro in range(self.config.optim.accumulation_steps):
-            with self.accelerator.accumulate(self.body):
-                loss, metrics = self._micro_step(micro)
-                self.accelerator.backward(loss)
-                if self.accelerator.sync_gradients:
-                    metrics["grad_norm"] = float(
-                        self.accelerator.clip_grad_norm_(
-                            self.body.parameters(), self.config.optim.grad_clip
-                        )
-                    )
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-            parts.append(metrics)
+        micro_batches = range(self.config.optim.accumulation_steps)
+        if self.config.objective == "grpo":
+            rounds = [self._grpo_rollouts(micro) for micro in micro_batches]
+            parts = [
+                self._optimise(partial(self._grpo_step, *grpo_round))
+                for _ in range(self.config.grpo.updates_per_batch)
+                for grpo_round in rounds
+            ]
+        else:
+            parts = [self._optimise(partial(self._micro_step, micro)) for micro in micro_batches]
         if hasattr(self.backend, "sync_weights"):  # a separate sampling engine (vLLM)
             self.backend.sync_weights()
         self.step += 1
@@ -171,6 +168,21 @@ class OnPolicyDistiller:
         if refresh and self.step % refresh == 0:  # OPSDC: the teacher is the recent student
             self.teacher.load_state_dict(self.student.state_dict())
         return {"step": self.step, **self._mean_over_processes(parts)}
+
+    def _optimise(self, micro_loss: Callable[[], tuple[Tensor, dict]]) -> dict:
+        """Back-propagate one micro-batch's loss; the optimizer steps once gradients sync."""
+        with self.accelerator.accumulate(self.body):
+            loss, metrics = micro_loss()
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                metrics["grad_norm"] = float(
+                    self.accelerator.clip_grad_norm_(
+                        self.body.parameters(), self.config.optim.grad_clip
+                    )
+                )
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return metrics
 
     def evaluate(self) -> EvalResult:
         """Greedy accuracy of the current student on the held-out problems."""
@@ -185,17 +197,18 @@ class OnPolicyDistiller:
 
     # -- one rollout batch ------------------------------------------------------------------------
 
-    def _micro_step(self, micro: int) -> tuple[Tensor, dict]:
+    def _draw_rollouts(self, micro: int) -> tuple[tuple[int, int, int], list, RolloutBatch]:
         # A shard is one rollout batch of a step: 2 processes x 1 micro-batch draw the same
         # shards as 1 process x 2 micro-batches, so both runs take the same optimizer steps.
         shard = micro * self.accelerator.num_processes + self.accelerator.process_index
         seed = (self.config.seed, self.step, shard)
         problems = self._draw_problems(step_seed(*seed, 0))
-        batch = self._rollout([p.prompt for p in problems], step_seed(*seed, 1))
+        return seed, problems, self._rollout([p.prompt for p in problems], step_seed(*seed, 1))
+
+    def _micro_step(self, micro: int) -> tuple[Tensor, dict]:
+        seed, problems, batch = self._draw_rollouts(micro)
         rewards = self._rewards(problems, batch)
         metrics = {"train_reward": float(rewards.mean())}
-        if self.config.objective == "grpo":
-            return self._grpo_step(batch, rewards, metrics)
         weights = None
         if self.config.pacing is not None:
             batch, weights, paced = self._pace(batch, rewards)
@@ -229,7 +242,25 @@ class OnPolicyDistiller:
         }
         return step.loss, metrics
 
-    def _grpo_step(self, batch: RolloutBatch, rewards: Tensor, metrics: dict):
+    def _grpo_rollouts(self, micro: int) -> tuple[RolloutBatch, Tensor, Tensor | None, dict]:
+        """A GRPO rollout batch, its rewards, and (for more than one update) the sampling
+        policy's log-probabilities, kept fixed through the batch's updates."""
+        _, problems, batch = self._draw_rollouts(micro)
+        rewards = self._rewards(problems, batch)
+        old_log_probs = None
+        if self.config.grpo.updates_per_batch > 1:
+            old_log_probs = sampled_log_probs(
+                self.body,
+                output_weight(self.student, self.vocab_size),
+                batch,
+                self.config.divergence.temperature,
+                self.config.divergence.chunk_size,
+            )
+        return batch, rewards, old_log_probs, {"train_reward": float(rewards.mean())}
+
+    def _grpo_step(
+        self, batch: RolloutBatch, rewards: Tensor, old_log_probs: Tensor | None, metrics: dict
+    ) -> tuple[Tensor, dict]:
         """GRPO (+ ACE) on the batch; the teacher slot holds the frozen reference policy."""
         grpo = self.config.grpo
         step = grpo_loss(
@@ -239,6 +270,7 @@ class OnPolicyDistiller:
             output_weight(self.teacher, self.vocab_size),
             batch,
             rewards,
+            old_log_probs,
             alpha_ace=grpo.alpha_ace,
             ace_form=grpo.ace_form,
             kl_beta=grpo.kl_beta,
@@ -251,11 +283,18 @@ class OnPolicyDistiller:
         )
         wrong = step.kept_rollouts & (rewards.to(step.kept_rollouts.device) < 1)
         confidence = step.confidence[wrong]
-        metrics |= {
+        metrics = {
+            **metrics,
             "loss": float(step.loss.detach()),
             "kept_rollouts": float(step.kept_rollouts.float().mean()),
             "response_tokens": len(step.per_token),
         }
+        if len(step.ratio):
+            metrics |= {
+                "clip_fraction": float(step.clipped.float().mean()),
+                "ratio_std": float(step.ratio.std(correction=0)),
+                "ratio_max_deviation": float((step.ratio - 1).abs().max()),
+            }
         if len(confidence) and not torch.isnan(confidence).any():
             metrics["wrong_confident_fraction"] = float((confidence > 0).float().mean())
         return step.loss, metrics
