@@ -171,7 +171,8 @@ def summarise_step(rows: list[dict], metrics: list[str]) -> dict:
     for arm in ARMS:
         mine = [row for row in rows if row["arm"] == arm]
         summary[arm] = {key: mean_sd([row[key] for row in mine]) for key in metrics}
-        summary[arm]["kept_rollouts"] = mean_sd([row["kept_rollouts"] for row in mine])
+        for key in ("kept_rollouts", "clip_fraction"):
+            summary[arm][key] = mean_sd([row[key] for row in mine])
     seeds = sorted({row["seed"] for row in rows})
     by = {(row["arm"], row["seed"]): row for row in rows}
     summary["ace_minus_grpo"] = {
@@ -182,16 +183,23 @@ def summarise_step(rows: list[dict], metrics: list[str]) -> dict:
     return summary
 
 
-def summarise(rows: list[dict], before: dict, histories: dict, steps: int) -> dict:
-    """The final step's arms at the top level; every measured step under ``by_step``."""
+def summarise(
+    rows: list[dict], before: dict, histories: dict, steps: int, updates_per_batch: int
+) -> dict:
+    """The final step's arms at the top level; every measured step under ``by_step``;
+    ``clip_fraction_mean``: the share of trained tokens whose clip bound, over every step of
+    every run (mean of the per-run means)."""
     metrics = [key for key in before if key == "greedy" or key.startswith("pass@")]
     by_step = {
         step: summarise_step([row for row in rows if row["step"] == step], metrics)
         for step in sorted({row["step"] for row in rows})
     }
+    last = [row for row in rows if row["step"] == steps]
     return {
         "before": before,
         **by_step[steps],
+        "updates_per_batch": updates_per_batch,
+        "clip_fraction_mean": float(np.mean([row["clip_fraction"] for row in last])),
         "by_step": by_step,
         "wrong_confident_fraction_ace": confident_trajectory(histories["ace"], steps),
     }
@@ -290,11 +298,11 @@ def main() -> None:
                 after = evaluate_model(
                     distiller.student, tokenizer, task, config, problems, samples
                 )
-                kept = [r["kept_rollouts"] for r in distiller.history if "kept_rollouts" in r]
-                rows.append(
-                    {"seed": seed, "arm": arm, "step": checkpoint, **after}
-                    | {"kept_rollouts": float(np.mean(kept))}
-                )
+                logged = {
+                    key: float(np.mean([r[key] for r in distiller.history if key in r]))
+                    for key in ("kept_rollouts", "clip_fraction")
+                }
+                rows.append({"seed": seed, "arm": arm, "step": checkpoint, **after} | logged)
                 shown = {k: round(v, 3) for k, v in after.items() if " " not in k}
                 print(
                     f"seed {seed} {arm} step {checkpoint}: {json.dumps(shown)} "
@@ -302,7 +310,7 @@ def main() -> None:
                     flush=True,
                 )
             histories[arm].append(distiller.history)
-    summary = summarise(rows, before, histories, steps)
+    summary = summarise(rows, before, histories, steps, base.grpo.updates_per_batch)
     payload = {
         "benchmark": "distill_ace",
         "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "threads": 1},

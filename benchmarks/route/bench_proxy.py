@@ -162,7 +162,12 @@ async def replay(url: str, prompts: list[str], order: np.ndarray, rate: float) -
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # under other_errors
                 return {"query": int(q), "status": 0, "error": type(exc).__name__}
             latency = time.perf_counter() - sent
-            record = {"query": int(q), "status": response.status, "latency_s": latency}
+            record = {
+                "query": int(q),
+                "status": response.status,
+                "latency_s": latency,
+                "sent_s": sent,
+            }
             if response.status == 200:
                 record |= {
                     "model": response.headers["x-winnow-model"],
@@ -205,6 +210,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="passes over the test prompts")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--plan-gap", type=float, default=None, help="proxy.plan_mip_gap")
+    parser.add_argument("--records", type=Path, help="also write every request's record here")
     args = parser.parse_args()
     test = load_routerbench("test")
     n = test.quality.shape[0]
@@ -261,6 +267,8 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
             upstreams.kill()
+    if args.records:
+        atomic_write_text(args.records, json.dumps(records) + "\n")
     served = [r for r in records if r["status"] == 200]
     live = sum(r["correct"] for r in served) / len(records)
     offline = offline_accuracy(records, test, p_hat, budget_per_window, worst)

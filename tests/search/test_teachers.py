@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.search.conftest import tiny_causal_lm
-from winnow.search.causal_lm import bundled_smollm2
+from winnow.common.causal_lm import bundled_smollm2
+from winnow.common.exceptions import MissingExtraError
 from winnow.search.datasets import Passage, Query
 from winnow.search.exceptions import JudgeEndpointError, JudgeReplyError, SearchInputError
 from winnow.search.teachers import (
@@ -185,7 +186,7 @@ def test_causal_lm_judge_from_the_bundled_gguf():
     pytest.importorskip("gguf")
     try:
         folder, gguf_file = bundled_smollm2()
-    except SearchInputError as exc:
+    except MissingExtraError as exc:
         pytest.skip(str(exc))
     judge = CausalLMJudge.from_pretrained(folder, gguf_file=gguf_file, batch_size=2)
     probabilities = judge.grade("capital of france", ["Paris is the capital of France.", "Cats."])

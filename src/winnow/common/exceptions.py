@@ -9,6 +9,10 @@ class ConfigError(WinnowError, ValueError):
     """A configuration value or key is invalid; the message names its dotted path and the fix."""
 
 
+class InputError(WinnowError, ValueError):
+    """A parameter of a helper shared by the capabilities is invalid; the message says the fix."""
+
+
 class DataNotFoundError(WinnowError, FileNotFoundError):
     """A data set is not where winnow looked; the message names every path searched."""
 

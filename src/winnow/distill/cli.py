@@ -65,3 +65,29 @@ def evaluate(
     from winnow.distill.jobs import run_eval
 
     run_config_job(EvalJobConfig, config, overrides, lambda s: run_eval(s, root=out, quiet=quiet))
+
+
+@app.command()
+def prune(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the pruned student."),
+    model: str = typer.Option(
+        "bundled:smollm2", "--model", help="Teacher: hub id, folder, or bundled:smollm2."
+    ),
+    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file in --model."),
+    keep: str | None = typer.Option(None, "--keep", help="Decoder layers to keep, e.g. 0,5,29."),
+    layers: int | None = typer.Option(
+        None, "--layers", help="How many layers to keep, evenly spaced with the first and last."
+    ),
+) -> None:
+    """Make a student by keeping some of a model's decoder layers (same tokenizer and head)."""
+    from winnow.distill.exceptions import DistillInputError
+    from winnow.distill.jobs import run_prune
+
+    with user_errors():
+        try:
+            indices = None if keep is None else [int(i) for i in keep.split(",")]
+        except ValueError:
+            raise DistillInputError(
+                f"--keep must be comma-separated layer indices, got {keep!r}; e.g. 0,5,29"
+            ) from None
+        typer.echo(run_prune(model, gguf_file, indices, layers, output))

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from winnow.common.config import Config
 from winnow.distill.divergence import DivergenceKind
-from winnow.distill.models import TinyModelConfig
+from winnow.distill.models import TinyModelConfig, load_model
 from winnow.distill.pacing import KLSchedule
 from winnow.distill.tokens import SelectorConfig
 
@@ -33,10 +33,18 @@ __all__ = [
 
 
 class ModelRef(Config):
-    """A causal LM by hub id or local folder (``save_pretrained`` layout, tokenizer included)."""
+    """A causal LM by hub id, local folder (``save_pretrained`` layout, tokenizer included), or
+    a GGUF file in either, or the bundled SmolLM2-135M-Instruct."""
 
-    path: str = Field(description="hub id (e.g. Qwen/Qwen3-0.6B) or a local folder")
+    path: str = Field(
+        description="hub id (e.g. Qwen/Qwen3-0.6B), a local folder, or 'bundled:smollm2'"
+    )
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    gguf_file: str | None = Field(None, description="a GGUF file inside the folder or hub repo")
+
+    def load(self, device: str = "cpu"):
+        """``(model, tokenizer)`` (:func:`~winnow.distill.models.load_model`)."""
+        return load_model(self.path, self.dtype, device, self.gguf_file)
 
 
 class TaskConfig(Config):

@@ -29,10 +29,10 @@ def _task(config: TaskConfig):
 
 def load_pair(config: TrainConfig):
     """Student, teacher and their shared tokenizer; refuses mismatched tokenizers."""
-    from winnow.distill.models import check_same_tokenizer, load_model
+    from winnow.distill.models import check_same_tokenizer
 
-    student, tokenizer = load_model(config.student.path, dtype=config.student.dtype)
-    teacher, teacher_tokenizer = load_model(config.teacher.path, dtype=config.teacher.dtype)
+    student, tokenizer = config.student.load()
+    teacher, teacher_tokenizer = config.teacher.load()
     check_same_tokenizer(tokenizer, teacher_tokenizer)
     return student, teacher, tokenizer
 
@@ -282,6 +282,29 @@ def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -
     )
 
 
+def run_prune(
+    model: str, gguf_file: str | None, keep: list[int] | None, layers: int | None, output: Path
+) -> str:
+    """``winnow distill prune``: a student from ``model`` with fewer decoder layers, saved as a
+    normal folder beside its (identical) tokenizer; returns a one-line summary."""
+    from winnow.distill.exceptions import DistillInputError
+    from winnow.distill.models import load_model
+    from winnow.distill.pruning import evenly_spaced_layers, prune_layers
+
+    if (keep is None) == (layers is None):
+        raise DistillInputError("pass exactly one of --keep (layer indices) and --layers (count)")
+    source, tokenizer = load_model(model, gguf_file=gguf_file)
+    total = len(source.get_decoder().layers)
+    kept = keep if keep is not None else evenly_spaced_layers(total, layers)
+    pruned = prune_layers(source, kept)
+    _save_model(pruned, tokenizer, output)
+    before, after = (sum(p.numel() for p in m.parameters()) for m in (source, pruned))
+    return (
+        f"kept decoder layers {kept} of {total}: {after / 1e6:.1f}M of {before / 1e6:.1f}M "
+        f"parameters; saved {output}"
+    )
+
+
 def _save_model(model, tokenizer, folder: Path) -> None:
     """``save_pretrained`` into a temporary folder, then rename: never a half-written model."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -325,12 +348,11 @@ def _sft_loss_plot(curves: dict[str, list[dict]]):
 
 def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
     """``winnow distill eval``: greedy accuracy of one model on held-out problems."""
-    from winnow.distill.models import load_model
     from winnow.distill.rollout import TransformersBackend
 
     run = RunDir("distill-eval", root=root, seed=0)
     run.write_config(config)
-    policy, tokenizer = load_model(config.model.path, dtype=config.model.dtype)
+    policy, tokenizer = config.model.load()
     task = _task(config.task)
     problems = task.problems("test", config.task.test_problems, seed=0)
     backend = TransformersBackend(policy, tokenizer)

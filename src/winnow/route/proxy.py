@@ -186,6 +186,7 @@ class RoutingProxy:
     async def running(self, client: aiohttp.ClientSession) -> AsyncIterator[RoutingProxy]:
         """Run the window loop with ``client`` for upstream calls; on exit, answer everyone."""
         self._client, self._arrived = client, asyncio.Event()
+        await asyncio.to_thread(self._warm_up)
         windows = asyncio.create_task(self._run_windows())
         try:
             yield self
@@ -308,6 +309,17 @@ class RoutingProxy:
                 continue
             pending.window, pending.candidates = window, order
             self._place(pending)
+
+    def _warm_up(self) -> None:
+        """Plan a made-up window once before serving: the first real window's plan took 86 ms
+        against 18 ms at the median (lazy imports and first calls), all of it added latency."""
+        m = len(self.names)
+        try:
+            p_hat, _ = self.quality_model.predict(["warm-up", "a second prompt"])
+            quality = check_quality(p_hat, 2, m)
+            plan_window(quality, np.ones((2, m)), np.ones(m, dtype=int), 2.0 * m)
+        except Exception:  # the first window will answer 500 and log it the same way
+            logger.exception("warming up the quality model and the planner failed")
 
     async def _plan(
         self, window: Window, named: list[_Pending], routed: list[_Pending]

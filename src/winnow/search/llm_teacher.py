@@ -48,10 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.causal_lm import bundled_smollm2, load_causal_lm
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
-from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
 from winnow.search.cross_encoder import SCALE_MAX, CandidateList, _check_lists
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
@@ -185,7 +185,7 @@ class LLMRelevanceTeacher:
 
     Args:
         model: ``None`` for the bundled SmolLM2-135M-Instruct GGUF
-            (:func:`~winnow.search.causal_lm.bundled_smollm2`), or a hub id / local folder.
+            (:func:`~winnow.common.causal_lm.bundled_smollm2`), or a hub id / local folder.
         gguf_file: GGUF file inside ``model``'s folder; ``None`` loads safetensors.
         name: what the teacher learns; saved with it.
         policy, question: the prompt's instruction and closing question.

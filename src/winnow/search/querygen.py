@@ -33,10 +33,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from winnow.common.causal_lm import bundled_smollm2, load_causal_lm
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
-from winnow.search.causal_lm import bundled_smollm2, load_causal_lm
 from winnow.search.datasets import jsonl_records
 from winnow.search.exceptions import DatasetFormatError, SearchInputError
 from winnow.search.fitting import check_int, torch_threads
@@ -323,7 +323,7 @@ class LLMQueryGenerator:
         device: str = "cpu",
         **kwargs,
     ) -> LLMQueryGenerator:
-        """Load a causal LM and its tokenizer (:func:`~winnow.search.causal_lm.load_causal_lm`)
+        """Load a causal LM and its tokenizer (:func:`~winnow.common.causal_lm.load_causal_lm`)
         by hub id or folder, with ``gguf_file`` inside it or as a path to a ``.gguf`` file;
         ``None`` = the bundled SmolLM2-135M-Instruct GGUF. ``kwargs`` go to :meth:`__init__`.
 

@@ -189,7 +189,7 @@ class PrefixScorer:
 
     Args:
         model, tokenizer: a transformers causal LM and its tokenizer, e.g. from
-            :func:`~winnow.search.causal_lm.load_causal_lm`.
+            :func:`~winnow.common.causal_lm.load_causal_lm`.
         yes, no: answer strings, one token each (:func:`answer_token_ids`).
         batch_size: candidates per forward pass.
         reuse_prefix: run the prefix once and reuse its KV cache (:func:`score_with_prefix_cache`)

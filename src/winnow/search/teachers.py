@@ -34,9 +34,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from winnow.common.causal_lm import load_causal_lm
 from winnow.common.extras import require
 from winnow.common.runs import atomic_write_text
-from winnow.search.causal_lm import load_causal_lm
 from winnow.search.datasets import Passage, Query
 from winnow.search.exceptions import JudgeEndpointError, JudgeReplyError, SearchInputError
 from winnow.search.serving import PrefixScorer
@@ -412,7 +412,7 @@ class CausalLMJudge:
         **kwargs,
     ) -> CausalLMJudge:
         """Load a causal LM and its tokenizer by hub id or local folder, safetensors or GGUF
-        (:func:`~winnow.search.causal_lm.load_causal_lm`); ``kwargs`` go to ``__init__``."""
+        (:func:`~winnow.common.causal_lm.load_causal_lm`); ``kwargs`` go to ``__init__``."""
         model, tokenizer = load_causal_lm(name_or_path, gguf_file, dtype, device)
         return cls(model, tokenizer, **kwargs)
 

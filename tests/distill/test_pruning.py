@@ -1,0 +1,116 @@
+"""Layer pruning on a tiny random Llama that speaks SmolLM2's real tokenizer (49,152 tokens)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
+
+from winnow.cli import app
+from winnow.common.exceptions import MissingExtraError
+from winnow.distill.exceptions import DistillInputError
+from winnow.distill.models import TinyModelConfig, build_tiny_model, load_model
+from winnow.distill.pruning import evenly_spaced_layers, prune_layers
+
+SMOLLM2_TOKENIZER = Path(__file__).parents[1] / "fixtures" / "smollm2_tokenizer"
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2_TOKENIZER)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(smol_tokenizer):
+    config = TinyModelConfig(
+        family="llama", hidden_size=16, num_layers=5, num_heads=2, max_positions=64
+    )
+    return build_tiny_model(config, smol_tokenizer, seed=0).eval()
+
+
+def test_the_fixture_is_smollm2s_tokenizer(smol_tokenizer, tiny_llama):
+    assert len(smol_tokenizer) == 49_152 == tiny_llama.get_output_embeddings().weight.shape[0]
+    assert smol_tokenizer.eos_token == "<|im_end|>" and smol_tokenizer.chat_template
+
+
+def test_pruning_keeps_the_kept_layers_and_everything_else(tiny_llama):
+    pruned = prune_layers(tiny_llama, [0, 2, 4])
+    original = tiny_llama.state_dict()
+    kept = pruned.state_dict()
+    assert pruned.config.num_hidden_layers == 3 == len(pruned.get_decoder().layers)
+    for name, value in kept.items():
+        if ".layers." in name:
+            new_index = int(name.split(".layers.")[1].split(".")[0])
+            source = name.replace(f".layers.{new_index}.", f".layers.{[0, 2, 4][new_index]}.")
+        else:
+            source = name
+        assert torch.equal(value, original[source]), name
+    assert len(kept) < len(original)
+    # The source model is untouched.
+    assert tiny_llama.config.num_hidden_layers == 5 and len(tiny_llama.get_decoder().layers) == 5
+
+
+def test_a_pruned_model_saves_loads_and_generates_with_its_cache(
+    tiny_llama, smol_tokenizer, tmp_path
+):
+    pruned = prune_layers(tiny_llama, [1, 3])
+    pruned.save_pretrained(tmp_path)
+    smol_tokenizer.save_pretrained(tmp_path)
+    loaded, tokenizer = load_model(tmp_path)
+    assert len(tokenizer) == 49_152
+    prompt = tokenizer(["What is 12 + 7?"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**prompt).logits, pruned(**prompt).logits)
+        settings = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": 2}
+        cached = loaded.generate(**prompt, use_cache=True, **settings)
+        uncached = loaded.generate(**prompt, use_cache=False, **settings)
+    assert torch.equal(cached, uncached)  # the kept layers index the KV cache 0..k-1
+
+
+def test_evenly_spaced_layers_keep_the_first_and_the_last():
+    assert evenly_spaced_layers(30, 10) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+    assert evenly_spaced_layers(5, 5) == [0, 1, 2, 3, 4]
+    assert evenly_spaced_layers(5, 1) == [4]
+    with pytest.raises(DistillInputError, match="cannot keep 6 of 5"):
+        evenly_spaced_layers(5, 6)
+
+
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [([], "increasing"), ([2, 1], "increasing"), ([0, 0], "increasing"), ([0, 5], "outside 0..4")],
+)
+def test_pruning_refuses_bad_layer_lists(tiny_llama, keep, message):
+    with pytest.raises(DistillInputError, match=message):
+        prune_layers(tiny_llama, keep)
+
+
+def test_the_prune_command_writes_a_loadable_student(tiny_llama, smol_tokenizer, tmp_path):
+    tiny_llama.save_pretrained(tmp_path / "teacher")
+    smol_tokenizer.save_pretrained(tmp_path / "teacher")
+    runner = CliRunner()
+    args = ["distill", "prune", "--model", str(tmp_path / "teacher"), "-o", str(tmp_path / "s")]
+    result = runner.invoke(app, [*args, "--layers", "3"])
+    assert result.exit_code == 0, result.output
+    assert "kept decoder layers [0, 2, 4] of 5" in result.output
+    student, _ = load_model(tmp_path / "s")
+    assert student.config.num_hidden_layers == 3
+    for bad, message in ((["--keep", "0,x"], "comma-separated"), ([], "exactly one of")):
+        result = runner.invoke(app, [*args, *bad])
+        assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.slow
+def test_the_bundled_smollm2_loads_and_prunes():
+    pytest.importorskip("gguf")
+    try:
+        model, tokenizer = load_model("bundled:smollm2")
+    except MissingExtraError as exc:
+        pytest.skip(str(exc))
+    assert len(tokenizer) == 49_152 and model.config.num_hidden_layers == 30
+    student = prune_layers(model, evenly_spaced_layers(30, 10))
+    assert student.config.num_hidden_layers == 10
