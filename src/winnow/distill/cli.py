@@ -68,6 +68,28 @@ def evaluate(
 
 
 @app.command()
+def check(
+    config: Path = typer.Option(None, "--config", "-c", help="A train config (optional)."),
+    overrides: list[str] = SET_OPTION,
+    student: str | None = typer.Option(None, "--student", help="Sets student.path."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Sets teacher.path."),
+) -> None:
+    """Pre-flight checks of a student/teacher pair (also run at the start of every train)."""
+    from winnow.distill.config import TrainConfig
+    from winnow.distill.jobs import load_pair
+
+    flags = list(overrides or [])
+    for role, path in (("student", student), ("teacher", teacher)):
+        if path is not None:
+            flags.append(f"{role}.path={path}")
+    checks: list[str] = []
+    with user_errors():
+        load_pair(config_from_flags(TrainConfig, config, flags), checks)
+    for line in checks:
+        typer.echo(f"ok  {line}")
+
+
+@app.command()
 def prune(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the pruned student."),
     model: str = typer.Option(

@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import typer
+
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, run_section
@@ -27,13 +29,19 @@ def _task(config: TaskConfig):
     return build_task(config.name, **config.build_kwargs())
 
 
-def load_pair(config: TrainConfig):
-    """Student, teacher and their shared tokenizer; refuses mismatched tokenizers."""
-    from winnow.distill.models import check_same_tokenizer
+def load_pair(config: TrainConfig, checks: list[str] | None = None):
+    """Student, teacher and their shared tokenizer, after the pre-flight checks (a
+    :class:`~winnow.distill.exceptions.PreflightError` when one fails); ``checks``, when given,
+    receives one line per passed check."""
+    from winnow.distill.preflight import preflight
 
     student, tokenizer = config.student.load()
     teacher, teacher_tokenizer = config.teacher.load()
-    check_same_tokenizer(tokenizer, teacher_tokenizer)
+    prompts = [p.prompt for p in _task(config.task).problems("train", 5, seed=0)]
+    signal = "grpo" if config.objective == "grpo" else config.divergence.kind_at(0)
+    lines = preflight(student, tokenizer, teacher, teacher_tokenizer, prompts, signal)
+    if checks is not None:
+        checks.extend(lines)
     return student, teacher, tokenizer
 
 
@@ -54,9 +62,13 @@ def train_section(
     task = _task(config.task)
     accelerator = accelerator or make_accelerator(config)
     checkpoints = _shared_folder(accelerator, run, "checkpoints")
-    histories, scatters = {}, {}
+    histories, scatters, checks = {}, {}, []
     for arm, selector in config.arms.items():
-        student, teacher, tokenizer = load_pair(config)
+        first = not checks
+        student, teacher, tokenizer = load_pair(config, checks)
+        if first and not quiet and run is not None:
+            for line in checks:
+                typer.echo(f"pre-flight: {line}", err=True)
         distiller = OnPolicyDistiller(
             student, teacher, tokenizer, task, config, selector, accelerator=accelerator
         )
@@ -85,7 +97,7 @@ def train_section(
         accelerator.free_memory()
     if run is None:
         return ReportSection("")
-    return _train_report(config, run, histories, scatters)
+    return _train_report(config, run, histories, scatters, checks)
 
 
 def _shared_folder(accelerator, run: RunDir | None, name: str) -> Path:
@@ -150,7 +162,7 @@ def _method_line(config: TrainConfig) -> str:
     )
 
 
-def _train_report(config, run, histories, scatters) -> ReportSection:
+def _train_report(config, run, histories, scatters, checks) -> ReportSection:
     from winnow.distill.plots import accuracy_curves, training_curves
 
     accuracy = run.save_plot(accuracy_curves(histories), "accuracy_vs_step")
@@ -168,9 +180,17 @@ def _train_report(config, run, histories, scatters) -> ReportSection:
             f"![training curves](plots/{curves.name})\n",
             "Mean response length (tokens, EOS included) of the greedy held-out answers:\n",
             f"![length vs step](plots/{lengths.name})\n",
-            "Entropy x divergence of every response position in each arm's first rollout batch "
-            "(filled = kept, hollow = dropped):\n",
-            *(f"![selection {arm}](plots/{path.name})\n" for arm, path in scatters.items()),
+            *(
+                [
+                    "Entropy x divergence of every response position in each arm's first "
+                    "rollout batch (filled = kept, hollow = dropped):\n",
+                    *(f"![selection {arm}](plots/{path.name})\n" for arm, path in scatters.items()),
+                ]
+                if scatters
+                else []
+            ),
+            "Pre-flight checks of the student/teacher pair (all passed):\n",
+            *(f"- {line}" for line in checks),
         ]
     )
     return ReportSection(markdown, summary)

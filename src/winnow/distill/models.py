@@ -52,6 +52,7 @@ __all__ = [
     "hidden_states",
     "load_model",
     "output_weight",
+    "stop_token_ids",
 ]
 
 # Ids 0-3 of every character tokenizer, in this order.
@@ -237,6 +238,15 @@ def check_same_tokenizer(
             raise TokenizerMismatchError(
                 f"{name} differs: student {ours!r}, teacher {theirs!r}; {fix}"
             )
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The ids a rollout of ``model`` stops at: the tokenizer's EOS and every id of the model's
+    ``generation_config.eos_token_id`` (chat models stop at several: Qwen2.5-Instruct at
+    ``<|im_end|>`` and ``<|endoftext|>``)."""
+    configured = model.generation_config.eos_token_id
+    extra = [configured] if isinstance(configured, int) else list(configured or [])
+    return {tokenizer.eos_token_id, *extra} - {None}
 
 
 def encode_prompts(

@@ -22,7 +22,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from winnow.distill.exceptions import BackendUnavailableError, DistillInputError
-from winnow.distill.models import encode_prompts
+from winnow.distill.models import encode_prompts, stop_token_ids
 
 __all__ = [
     "BACKENDS",
@@ -197,7 +197,7 @@ class TransformersBackend:
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts)
         prompt_ids = prompt_ids.repeat_interleave(n, dim=0)
         prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
-        eos = _eos_ids(self.model, self.tokenizer)
+        eos = stop_token_ids(self.model, self.tokenizer)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -289,7 +289,7 @@ class VLLMBackend:
             prompt_mask.repeat_interleave(n, dim=0),
             generated,
             torch.arange(len(prompts)).repeat_interleave(n),
-            _eos_ids(self.model, self.tokenizer),
+            stop_token_ids(self.model, self.tokenizer),
         )
 
 
@@ -328,13 +328,6 @@ def _decoding(temperature: float, top_p: float) -> dict[str, Any]:
     if temperature == 0:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-
-
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    # Chat models stop at several ids (Qwen2.5-Instruct: <|im_end|> and <|endoftext|>).
-    configured = model.generation_config.eos_token_id
-    extra = [configured] if isinstance(configured, int) else list(configured or [])
-    return {tokenizer.eos_token_id, *extra} - {None}
 
 
 def _through_first_eos(tokens: list[int], eos: set[int]) -> list[int]:
