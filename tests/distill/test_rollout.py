@@ -231,3 +231,29 @@ def test_opd_loss_reads_the_teacher_batch(sampled, model, tokenizer):
 def test_with_prompts_needs_one_prompt_per_rollout(sampled, tokenizer):
     with pytest.raises(DistillInputError, match="one prompt per rollout"):
         with_prompts(sampled, tokenizer, PROMPTS)
+
+
+def test_opd_loss_applies_the_selectors_token_weights(sampled, model, tokenizer):
+    """With IW-OPD-style weights the loss is the weighted mean of the unweighted per-token
+    divergences, the weights being token_weights of the kept rows."""
+    from functools import partial
+
+    from winnow.distill.models import hidden_states, output_weight
+    from winnow.distill.objectives import opd_loss
+    from winnow.distill.tokens import SelectorConfig, token_weights
+
+    teacher = build_tiny_model(TinyModelConfig(), tokenizer, seed=5)
+    selector = SelectorConfig(name="first_fraction", p=0.6, weighting="position_discrepancy")
+    result = opd_loss(
+        partial(hidden_states, model),
+        output_weight(model),
+        partial(hidden_states, teacher),
+        output_weight(teacher),
+        sampled,
+        selector,
+        torch.Generator().manual_seed(0),
+        {"kind": "forward_kl"},
+    )
+    weights = token_weights(result.stats, result.kept, selector).to(result.per_token)
+    assert not torch.allclose(weights, torch.ones_like(weights))
+    torch.testing.assert_close(result.loss, (weights * result.per_token).mean())

@@ -17,6 +17,7 @@ from winnow.distill.tokens import (
     select_tokens,
     selection_summary,
     token_statistics,
+    token_weights,
 )
 
 K, V = 37, 50
@@ -318,3 +319,38 @@ def test_invalid_stats_and_generator_raise_distill_input_errors():
         select_tokens(make_stats(), SelectorConfig(name="random"), generator=0)
     with pytest.raises(DistillInputError, match="entropy_quantile must lie in"):
         quadrants(torch.zeros(3), torch.zeros(3), entropy_quantile=2)
+
+
+def hand_stats():
+    """Two responses, rows shuffled: sequence 7 has 4 positions, sequence 2 has 2."""
+    return TokenStats(
+        entropy=torch.ones(6),
+        divergence=torch.tensor([0.2, 0.4, 0.0, 1.0, 0.5, 0.3]),
+        sequence=torch.tensor([7, 2, 7, 7, 2, 7]),
+        offset=torch.tensor([3, 0, 1, 0, 1, 2]),
+    )
+
+
+def test_first_fraction_keeps_the_first_positions_of_each_response():
+    stats = hand_stats()
+    # p = 0.5: 2 of the 4 positions of sequence 7 (offsets 0, 1), 1 of the 2 of sequence 2.
+    kept = select_tokens(stats, SelectorConfig(name="first_fraction", p=0.5), seeded())
+    assert kept.tolist() == [1, 2, 3]
+    # p = 0.3: round(1.2) = 1 and max(1, round(0.6)) = 1: each response's first position.
+    kept = select_tokens(stats, SelectorConfig(name="first_fraction", p=0.3), seeded())
+    assert kept.tolist() == [1, 3]
+
+
+def test_position_discrepancy_weights_on_a_hand_example():
+    stats = hand_stats()
+    kept = torch.tensor([0, 1, 3, 4, 5])
+    config = SelectorConfig(weighting="position_discrepancy")
+    # (1 - offset / L) * D: row 0: (1 - 3/4) 0.2 = 0.05; row 1: (1 - 0/2) 0.4 = 0.4;
+    # row 3: 1 * 1.0 = 1.0; row 4: (1 - 1/2) 0.5 = 0.25; row 5: (1 - 2/4) 0.3 = 0.15.
+    raw = torch.tensor([0.05, 0.4, 1.0, 0.25, 0.15], dtype=torch.float64)
+    torch.testing.assert_close(token_weights(stats, kept, config), raw * 5 / raw.sum())
+    assert torch.equal(
+        token_weights(stats, kept, SelectorConfig()), torch.ones(5, dtype=torch.float64)
+    )
+    silent = dataclasses.replace(stats, divergence=torch.zeros(6))
+    assert torch.equal(token_weights(silent, kept, config), torch.ones(5, dtype=torch.float64))

@@ -33,7 +33,13 @@ from winnow.distill.policy_gradient import (
     k3_kl,
 )
 from winnow.distill.rollout import RolloutBatch
-from winnow.distill.tokens import SelectorConfig, TokenStats, select_tokens, token_statistics
+from winnow.distill.tokens import (
+    SelectorConfig,
+    TokenStats,
+    select_tokens,
+    token_statistics,
+    token_weights,
+)
 
 __all__ = [
     "ACE_FORMS",
@@ -136,10 +142,11 @@ def opd_loss(
     arguments of :func:`~winnow.distill.tokens.token_statistics`, default ``divergence``),
     ``selector`` keeps k rows, and only those rows reach the output projection with gradient
     (``divergence``: keyword arguments of :func:`~winnow.distill.divergence.token_divergence`).
-    ``sequence_weights [B]`` scales each rollout's per-token losses before the reduction
-    (Paced's problem weights); ``per_token`` is returned unweighted. ``teacher_batch`` holds the
-    same responses after the teacher's own prompts (:func:`~winnow.distill.rollout.with_prompts`,
-    OPSDC); by default the teacher reads ``batch``.
+    ``selector.weighting`` scales each kept row's loss
+    (:func:`~winnow.distill.tokens.token_weights`) and ``sequence_weights [B]`` each rollout's
+    (Paced's problem weights), before the reduction; ``per_token`` is returned unweighted.
+    ``teacher_batch`` holds the same responses after the teacher's own prompts
+    (:func:`~winnow.distill.rollout.with_prompts`, OPSDC); by default the teacher reads ``batch``.
     """
     rows = batch.loss_rows()
     if len(rows[0]) == 0:
@@ -171,6 +178,8 @@ def opd_loss(
         student_rows[kept], student_weight, teacher_rows[kept], teacher_weight, **divergence
     )
     weighted = per_token
+    if selector.weighting != "none":
+        weighted = per_token * token_weights(stats, kept, selector).to(per_token)
     if sequence_weights is not None:
         weighted = per_token * sequence_weights.to(per_token)[sequence[kept]]
     loss = reduce_token_loss(weighted, sequence[kept], reduction)

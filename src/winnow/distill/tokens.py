@@ -42,6 +42,7 @@ __all__ = [
     "select_tokens",
     "selection_summary",
     "token_statistics",
+    "token_weights",
 ]
 
 QUADRANTS = (1, 2, 3, 4)
@@ -172,10 +173,11 @@ class SelectorConfig(Config):
     """Which response positions enter the loss, and the knobs of each selector.
 
     Selectors and the fields they read: ``all`` (none); ``random``, ``entropy_topk``,
-    ``divergence_topk``, ``soft_or`` (``p``); ``entropy_sample`` (``p``, ``alpha``); ``quadrants``
-    (``keep_quadrants`` and the two quantiles); ``type_aware`` (``p_entropy``,
-    ``p_overconfident`` and the two quantiles). ``before_first_error`` and ``error_quantile``
-    apply to every selector.
+    ``divergence_topk``, ``soft_or``, ``first_fraction`` (``p``); ``entropy_sample`` (``p``,
+    ``alpha``); ``quadrants`` (``keep_quadrants`` and the two quantiles); ``type_aware``
+    (``p_entropy``, ``p_overconfident`` and the two quantiles). ``before_first_error`` and
+    ``error_quantile`` apply to every selector; ``weighting`` scales the kept rows' losses
+    (:func:`token_weights`).
     """
 
     name: Literal[
@@ -187,6 +189,7 @@ class SelectorConfig(Config):
         "quadrants",
         "soft_or",
         "type_aware",
+        "first_fraction",
     ] = Field("all", description="the selector, a key of SELECTORS")
     p: float = Field(
         0.5, gt=0, le=1, description="fraction of eligible rows kept, in (0, 1]; see kept_count"
@@ -220,6 +223,11 @@ class SelectorConfig(Config):
     )
     error_quantile: float = Field(
         0.9, ge=0, le=1, description="an error is a row whose divergence is >= this quantile"
+    )
+    weighting: Literal["none", "position_discrepancy"] = Field(
+        "none",
+        description="per-row loss weights over the kept rows: none, or IW-OPD-style position x "
+        "discrepancy weights (token_weights)",
     )
 
     @field_validator("keep_quadrants")
@@ -320,6 +328,16 @@ def _keep_type_aware(stats: TokenStats, config: SelectorConfig, generator: torch
     return torch.unique(torch.cat([by_entropy, ranked[: kept_count(config.p_overconfident, rows)]]))
 
 
+def _keep_first_fraction(stats: TokenStats, config: SelectorConfig, generator: torch.Generator):
+    """The first ``kept_count(p, L)`` positions of each response of ``L`` positions (IW-OPD's
+    finding: the first 30% of a response teaches about as much as all of it)."""
+    length = _response_lengths(stats)
+    limit = torch.tensor(
+        [kept_count(config.p, int(n)) for n in length.tolist()], device=stats.offset.device
+    )
+    return torch.nonzero(stats.offset < limit).flatten()
+
+
 SELECTORS: dict[str, Selector] = {
     "all": _keep_all,
     "random": _keep_random,
@@ -329,6 +347,7 @@ SELECTORS: dict[str, Selector] = {
     "quadrants": _keep_quadrants,
     "soft_or": _keep_soft_or,
     "type_aware": _keep_type_aware,
+    "first_fraction": _keep_first_fraction,
 }
 """Selector name -> ``fn(stats, config, generator) -> (k) long`` unique row indices, any order."""
 
@@ -356,6 +375,26 @@ def select_tokens(
         eligible = torch.nonzero(_before_first_error(stats, config.error_quantile)).flatten()
     local = SELECTORS[config.name](_take(stats, eligible), config, generator)
     return torch.sort(eligible[local]).values
+
+
+def token_weights(stats: TokenStats, kept: torch.Tensor, config: SelectorConfig) -> torch.Tensor:
+    """``(k)`` loss weights of the kept rows, mean 1 (all ones for ``weighting="none"``).
+
+    ``"position_discrepancy"`` is our reading of IW-OPD (arXiv 2606.22600; its exact formula
+    was not recovered): ``w = (1 - offset / L) * D / mean(D)``, with ``L`` the response's length
+    in positions and ``D`` the teacher-student divergence, so early positions and those where
+    the teacher disagrees weigh more; then divided by the kept rows' mean. Rows whose weights
+    are all zero (every kept divergence 0) get weight 1.
+    """
+    rows = kept.numel()
+    if config.weighting == "none" or rows == 0:
+        return torch.ones(rows, dtype=torch.float64, device=kept.device)
+    length = _response_lengths(stats)[kept].double()
+    position = 1 - stats.offset[kept].double() / length
+    divergence = stats.divergence[kept].double().clamp_min(0)
+    weight = position * divergence
+    total = weight.sum()
+    return weight * rows / total if total > 0 else torch.ones_like(weight)
 
 
 def selection_summary(
@@ -415,13 +454,28 @@ def _before_first_error(stats: TokenStats, error_quantile: float) -> torch.Tenso
     if _rows(stats) == 0:
         return torch.zeros(0, dtype=torch.bool, device=stats.entropy.device)
     error = stats.divergence >= _quantile(stats.divergence, error_quantile)
-    _, sequence = torch.unique(stats.sequence, return_inverse=True)
+    sequence = _sequence_ids(stats)
     never = torch.iinfo(torch.long).max
     first = torch.full((int(sequence.max()) + 1,), never, device=sequence.device)
     first = first.scatter_reduce(
         0, sequence, torch.where(error, stats.offset, never), reduce="amin"
     )
     return stats.offset <= first[sequence]
+
+
+def _sequence_ids(stats: TokenStats) -> torch.Tensor:
+    """``(K)`` each row's response as 0..S-1 (``stats.sequence`` may skip ids)."""
+    return torch.unique(stats.sequence, return_inverse=True)[1]
+
+
+def _response_lengths(stats: TokenStats) -> torch.Tensor:
+    """``(K)`` the length in positions of each row's response (its largest offset + 1)."""
+    sequence = _sequence_ids(stats)
+    if sequence.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=stats.offset.device)
+    longest = torch.zeros(int(sequence.max()) + 1, dtype=torch.long, device=sequence.device)
+    longest = longest.scatter_reduce(0, sequence, stats.offset, reduce="amax")
+    return (longest + 1)[sequence]
 
 
 def _top(values: torch.Tensor, count: int) -> torch.Tensor:
