@@ -491,3 +491,22 @@ def test_grpo_loss_rejects_bad_input(grpo_batch, override, match):
     } | override
     with pytest.raises(DistillInputError, match=match):
         objectives.grpo_loss(**arguments)
+
+
+@pytest.mark.parametrize("reduction", ["token", "sequence"])
+def test_opsa_loss_is_a_fixed_negative_advantage_times_the_sampled_log_probs(grpo_batch, reduction):
+    policy, _ = grpo_models(grpo_batch)
+    loss, per_token = objectives.opsa_loss(
+        policy, policy.embedding, grpo_batch, advantage=-0.5, chunk_size=3, reduction=reduction
+    )
+    logp = dense_token_log_probs(policy, grpo_batch)
+    mask = grpo_batch.response_mask[:, 1:]
+    torch.testing.assert_close(per_token, 0.5 * logp[mask], rtol=1e-12, atol=1e-14)
+    if reduction == "token":
+        expected = 0.5 * logp[mask].mean()
+    else:  # each rollout's mean, then their mean
+        expected = torch.stack([0.5 * logp[i][mask[i]].mean() for i in range(len(mask))]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-14)
+    # Descending it lowers the log-probability of every sampled token the same way.
+    (grad,) = torch.autograd.grad(loss, policy.mixer)
+    assert grad.abs().sum() > 0

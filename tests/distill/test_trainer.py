@@ -279,14 +279,13 @@ def test_grpo_rejects_token_selectors(model_dir):
 
 def opsdc_config(model_dir: Path, **overrides) -> TrainConfig:
     """Self-distillation: the teacher starts as the student and reads an instruction first."""
-    return train_config(
-        model_dir,
-        teacher={"path": str(model_dir / "student")},
-        teacher_instruction="0+0=",  # the char tokenizer spells only digits, '+' and '='
-        teacher_refresh_every=2,
-        divergence={"kind": "reverse_kl"},
-        **overrides,
-    )
+    settings = {
+        "teacher": {"path": str(model_dir / "student")},
+        "teacher_instruction": "0+0=",  # the char tokenizer spells only digits, '+' and '='
+        "teacher_refresh_every": 2,
+        "divergence": {"kind": "reverse_kl"},
+    }
+    return train_config(model_dir, **(settings | overrides))
 
 
 def test_teacher_is_refreshed_from_the_student_every_m_steps(model_dir):
@@ -315,3 +314,29 @@ def test_resume_restores_a_refreshed_teacher(model_dir, tmp_path):
     assert resumed.history == straight.history
     for name, value in parameters(straight.teacher).items():
         assert torch.equal(parameters(resumed.teacher)[name], value)
+
+
+def test_an_ema_teacher_moves_towards_the_student_by_the_rate(model_dir):
+    trainer = distiller(
+        opsdc_config(model_dir, teacher_refresh_every=None, teacher_update_rate=0.25)
+    )
+    start = parameters(trainer.teacher)
+    trainer.train_step()
+    student = parameters(trainer.student)
+    for name, value in parameters(trainer.teacher).items():
+        torch.testing.assert_close(value, start[name] + 0.25 * (student[name] - start[name]))
+    with pytest.raises(ConfigError, match="set one of them to null"):
+        opsdc_config(model_dir, teacher_update_rate=0.25)  # refresh_every=2 is set too
+
+
+def test_the_opsa_control_trains_without_the_teacher(model_dir):
+    config = train_config(model_dir, objective="opsa")
+    trainer = distiller(config)
+    calls = []
+    trainer.teacher_hidden = lambda *args: calls.append(args)
+    before = parameters(trainer.student)
+    row = trainer.train_step()
+    assert not calls and row["loss"] < 0  # |A| * mean log-probability
+    assert any(not torch.equal(v, parameters(trainer.student)[k]) for k, v in before.items())
+    with pytest.raises(ConfigError, match="opsa control trains every sampled token"):
+        train_config(model_dir, objective="opsa", arms={"half": {"name": "random", "p": 0.5}})

@@ -189,8 +189,13 @@ class TrainConfig(Config):
         min_length=1,
         description="named token selectors; each arm trains a fresh copy of the student",
     )
-    objective: Literal["opd", "grpo"] = Field(
-        "opd", description="opd: distil from the teacher; grpo: RL on the task's verifier"
+    objective: Literal["opd", "grpo", "opsa"] = Field(
+        "opd",
+        description="opd: distil from the teacher; grpo: RL on the task's verifier; opsa: the "
+        "OPSA control, a fixed negative advantage on every sampled token (no teacher)",
+    )
+    opsa_advantage: float = Field(
+        -1.0, lt=0, description="opsa: the advantage given to every sampled token"
     )
     grpo: GrpoConfig = GrpoConfig()
     pacing: PacingConfig | None = Field(None, description="Paced problem weights; None = uniform")
@@ -201,6 +206,13 @@ class TrainConfig(Config):
     )
     teacher_refresh_every: int | None = Field(
         None, ge=1, description="OPSDC: copy the student into the teacher every M steps"
+    )
+    teacher_update_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="OPSDC with an EMA teacher: after every step teacher += rate * (student - "
+        "teacher); 1 = the student itself",
     )
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
@@ -214,6 +226,25 @@ class TrainConfig(Config):
         "auto", description="auto: bf16 on a GPU that supports it, else float32"
     )
     cpu: bool = Field(False, description="force CPU even when a GPU is present")
+
+    @model_validator(mode="after")
+    def _one_teacher_update(self):
+        if self.teacher_refresh_every is not None and self.teacher_update_rate is not None:
+            raise ValueError(
+                "teacher_refresh_every (hard copies) and teacher_update_rate (EMA) both update "
+                "the teacher; set one of them to null"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _opsa_trains_every_token(self):
+        selective = [arm for arm, selector in self.arms.items() if selector.name != "all"]
+        if self.objective == "opsa" and (selective or self.pacing is not None):
+            raise ValueError(
+                "the opsa control trains every sampled token; use arms with name 'all' and "
+                f"pacing null (got selective arms {selective})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grpo_needs_groups_and_all_tokens(self):

@@ -38,7 +38,7 @@ def load_pair(config: TrainConfig, checks: list[str] | None = None):
     student, tokenizer = config.student.load()
     teacher, teacher_tokenizer = config.teacher.load()
     prompts = [p.prompt for p in _task(config.task).problems("train", 5, seed=0)]
-    signal = "grpo" if config.objective == "grpo" else config.divergence.kind_at(0)
+    signal = config.divergence.kind_at(0) if config.objective == "opd" else config.objective
     lines = preflight(student, tokenizer, teacher, teacher_tokenizer, prompts, signal)
     if checks is not None:
         checks.extend(lines)
@@ -148,13 +148,22 @@ def _method_line(config: TrainConfig) -> str:
             f"GRPO on `{config.student.path}` (reference `{config.teacher.path}`, ACE alpha "
             f"{grpo.alpha_ace} {grpo.ace_form}, KL beta {grpo.kl_beta})"
         )
+    if config.objective == "opsa":
+        return (
+            f"The OPSA control on `{config.student.path}`: advantage {config.opsa_advantage} on "
+            "every sampled token, no teacher"
+        )
     if config.teacher_instruction is not None:
-        every = config.teacher_refresh_every
+        every, rate = config.teacher_refresh_every, config.teacher_update_rate
+        update = (
+            f"moved towards the student by {rate} after every step (EMA)"
+            if rate is not None
+            else f"refreshed from the student {f'every {every} steps' if every else 'never'}"
+        )
         return (
             f"On-policy self-distillation (OPSDC) of `{config.student.path}`: the teacher "
             f"`{config.teacher.path}` reads `{config.teacher_instruction!r}` before each prompt "
-            f"and is refreshed from the student {f'every {every} steps' if every else 'never'} "
-            f"(divergence `{config.divergence.kind}`)"
+            f"and is {update} (divergence `{config.divergence.kind}`)"
         )
     return (
         f"On-policy distillation of `{config.student.path}` towards `{config.teacher.path}` "

@@ -53,6 +53,7 @@ __all__ = [
     "grpo_loss",
     "k3_kl",
     "opd_loss",
+    "opsa_loss",
     "reduce_token_loss",
     "sampled_log_probs",
 ]
@@ -297,6 +298,34 @@ def grpo_loss(
     ratio = torch.exp(logp_new.detach() - logp_old)
     clipped = clip_binds(ratio, token_advantages, eps_low, eps_high)
     return GrpoLoss(loss, per_token, advantages, confidence, kept_rollouts, ratio, clipped)
+
+
+def opsa_loss(
+    policy: HiddenFn,
+    policy_weight: Tensor,
+    batch: RolloutBatch,
+    advantage: float = -1.0,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    reduction: Literal["token", "sequence"] = "token",
+) -> tuple[Tensor, Tensor]:
+    """The OPSA control (arXiv 2608.31046): policy gradient with one fixed ``advantage`` on
+    every sampled response token and no teacher, ``-advantage * log pi(token)`` per token.
+
+    With ``advantage < 0`` it lowers the probability of whatever the student sampled, the part
+    of the on-policy distillation signal that OPSA reports carries most of its effect; an arm
+    of it separates what the teacher adds. Returns ``(loss, per_token [K])`` over every loss row.
+    """
+    batch_idx, pos_idx = batch.loss_rows()
+    if len(batch_idx) == 0:
+        raise DistillInputError(
+            "the rollout batch has no response tokens; raise rollout.max_new_tokens"
+        )
+    hidden = policy(batch.input_ids, batch.attention_mask, batch.position_ids)[batch_idx, pos_idx]
+    targets = batch.input_ids[batch_idx, pos_idx + 1]
+    logp = token_log_probs(hidden, policy_weight, targets, temperature, chunk_size)
+    per_token = -advantage * logp
+    return reduce_token_loss(per_token, batch_idx.to(per_token.device), reduction), per_token
 
 
 def sampled_log_probs(

@@ -31,6 +31,8 @@ DIRECTIONS = {
     "jsd": "generalized JSD(beta): beta KL(teacher || m) + (1 - beta) KL(student || m), "
     "m = beta teacher + (1 - beta) student",
     "grpo": "no divergence: GRPO on the verifier's rewards (the teacher is the frozen reference)",
+    "opsa": "no divergence: the OPSA control, a fixed negative advantage on every sampled "
+    "token (the teacher is unused)",
 }
 """What each training signal minimises, in words, for the log."""
 
@@ -46,7 +48,7 @@ def preflight(
     """Check the pair; one line per passed check, or a :class:`PreflightError` subclass.
 
     ``prompts``: sample prompts both tokenizers must encode to the same ids (the task's);
-    ``signal``: a key of :data:`DIRECTIONS` (the divergence kind, or ``"grpo"``).
+    ``signal``: a key of :data:`DIRECTIONS` (the divergence kind, ``"grpo"`` or ``"opsa"``).
     """
     check_same_tokenizer(student_tokenizer, teacher_tokenizer)
     vocab = len(student_tokenizer)

@@ -31,7 +31,7 @@ from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import hidden_states, output_weight
-from winnow.distill.objectives import grpo_loss, opd_loss, sampled_log_probs
+from winnow.distill.objectives import grpo_loss, opd_loss, opsa_loss, sampled_log_probs
 from winnow.distill.pacing import (
     pass_rates,
     problem_weights,
@@ -164,9 +164,15 @@ class OnPolicyDistiller:
         if hasattr(self.backend, "sync_weights"):  # a separate sampling engine (vLLM)
             self.backend.sync_weights()
         self.step += 1
-        refresh = self.config.teacher_refresh_every
+        refresh, rate = self.config.teacher_refresh_every, self.config.teacher_update_rate
         if refresh and self.step % refresh == 0:  # OPSDC: the teacher is the recent student
             self.teacher.load_state_dict(self.student.state_dict())
+        if rate is not None:  # OPSDC with an EMA teacher
+            with torch.no_grad():
+                for ours, theirs in zip(
+                    self.teacher.parameters(), self.student.parameters(), strict=True
+                ):
+                    ours.lerp_(theirs, rate)
         return {"step": self.step, **self._mean_over_processes(parts)}
 
     def _optimise(self, micro_loss: Callable[[], tuple[Tensor, dict]]) -> dict:
@@ -209,6 +215,8 @@ class OnPolicyDistiller:
         seed, problems, batch = self._draw_rollouts(micro)
         rewards = self._rewards(problems, batch)
         metrics = {"train_reward": float(rewards.mean())}
+        if self.config.objective == "opsa":
+            return self._opsa_step(batch, metrics)
         weights = None
         if self.config.pacing is not None:
             batch, weights, paced = self._pace(batch, rewards)
@@ -241,6 +249,19 @@ class OnPolicyDistiller:
             **selection_summary(step.stats, step.kept.cpu(), step.per_token.detach().cpu()),
         }
         return step.loss, metrics
+
+    def _opsa_step(self, batch: RolloutBatch, metrics: dict) -> tuple[Tensor, dict]:
+        """The OPSA control: a fixed negative advantage on every sampled token, no teacher."""
+        loss, per_token = opsa_loss(
+            self.body,
+            output_weight(self.student, self.vocab_size),
+            batch,
+            self.config.opsa_advantage,
+            self.config.divergence.temperature,
+            self.config.divergence.chunk_size,
+            self.config.divergence.reduction,
+        )
+        return loss, metrics | {"loss": float(loss.detach()), "response_tokens": len(per_token)}
 
     def _grpo_rollouts(self, micro: int) -> tuple[RolloutBatch, Tensor, Tensor | None, dict]:
         """A GRPO rollout batch, its rewards, and (for more than one update) the sampling
@@ -395,7 +416,8 @@ class OnPolicyDistiller:
         path = Path(path)
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
-            if self.config.teacher_refresh_every:  # a refreshed teacher is state too
+            if self.config.teacher_refresh_every or self.config.teacher_update_rate:
+                # a refreshed or averaged teacher is state too
                 with atomic_path(path / _TEACHER_FILE) as tmp:
                     torch.save(self.teacher.state_dict(), tmp)
             state = {"step": self.step, "history": self.history}
