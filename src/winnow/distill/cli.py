@@ -43,7 +43,8 @@ def train(
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Train one student per arm: distillation (TIP, Paced, OPSDC) or GRPO with ACE; DDP-ready."""
+    """Train one student per arm: distillation (TIP, Paced, OPSDC), GRPO with ACE, or the OPSA
+    control; DDP-ready (the vLLM rollout backend is experimental: never run here)."""
     from winnow.distill.config import TrainConfig
     from winnow.distill.jobs import run_train
 

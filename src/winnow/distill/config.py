@@ -94,7 +94,12 @@ class TaskConfig(Config):
 class RolloutConfig(Config):
     """How the student samples its own responses."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="vllm is EXPERIMENTAL: never run by this project"
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, lt=1, description="vllm: share of the GPU's memory its engine may take"
+    )
     samples_per_prompt: int = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0, le=1)

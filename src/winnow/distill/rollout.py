@@ -222,15 +222,21 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """Samples with vLLM (``LLM.generate`` with ``SamplingParams``); needs ``pip install vllm``.
+    """EXPERIMENTAL (never run by this project, which had no GPU with vLLM): samples with vLLM
+    (``LLM.generate`` with ``SamplingParams``); needs ``pip install vllm``.
 
-    vLLM loads the weights from ``model.name_or_path``; after each optimizer step call
-    :meth:`sync_weights` so it samples from the current policy (the in-process weight load that
-    TRL's colocate mode uses). ``llm_kwargs`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``).
+    vLLM loads the weights from ``model.name_or_path`` into the same GPU as training, taking
+    ``gpu_memory_utilization`` of its memory (``rollout.vllm_gpu_memory_utilization``); after
+    each optimizer step :meth:`sync_weights` copies the policy in, so it samples from the
+    current policy. ``llm_kwargs`` go to ``vllm.LLM``.
     """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **llm_kwargs: Any
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        gpu_memory_utilization: float = 0.3,
+        **llm_kwargs: Any,
     ) -> None:
         try:
             import vllm
@@ -248,13 +254,21 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self._vllm = vllm
         self.llm = vllm.LLM(
-            model=model.name_or_path, dtype=str(model.dtype).removeprefix("torch."), **llm_kwargs
+            model=model.name_or_path,
+            dtype=str(model.dtype).removeprefix("torch."),
+            gpu_memory_utilization=gpu_memory_utilization,
+            **llm_kwargs,
         )
 
     def sync_weights(self) -> None:
-        """Copy the current weights of ``model`` into the vLLM engine."""
-        engine_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        engine_model.load_weights((name, p.data) for name, p in self.model.named_parameters())
+        """Copy the current weights of ``model`` into the vLLM engine and drop its prefix cache.
+
+        ``LLM.apply_model`` (vLLM >= 0.9) runs a function on the model inside each worker; the
+        function carries the weights, so with vLLM's multiprocessing engine they are pickled
+        across (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps the engine in this process).
+        """
+        weights = [(name, p.detach()) for name, p in self.model.named_parameters()]
+        self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights))
         self.llm.reset_prefix_cache()
 
     def sample(
@@ -303,13 +317,15 @@ def build_backend(
     name: Literal["transformers", "vllm"],
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    **options: Any,
 ) -> SamplingBackend:
-    """The backend registered as ``name`` in :data:`BACKENDS`, sampling from ``model``."""
+    """The backend registered as ``name`` in :data:`BACKENDS`, sampling from ``model``;
+    ``options`` go to its constructor (vLLM: ``gpu_memory_utilization``)."""
     if name not in BACKENDS:
         raise DistillInputError(
             f"backend must be one of {', '.join(BACKENDS)}, got {name!r}; fix: use 'transformers'"
         )
-    return BACKENDS[name](model, tokenizer)
+    return BACKENDS[name](model, tokenizer, **options)
 
 
 def _check_sampling(n: int, temperature: float, top_p: float, max_new_tokens: int) -> None:

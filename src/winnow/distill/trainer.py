@@ -8,7 +8,8 @@ are never held for backward.
 
 Built on accelerate: on one process it is a plain loop; under
 ``accelerate launch --num_processes 2`` each process samples its own prompts and gradients are
-averaged (DDP; gloo on CPU); on GPUs the same code runs with FSDP from an accelerate config.
+averaged (DDP; gloo on CPU, tested). FSDP is untested and, as written, would not work: the
+loss reads the output matrix outside the wrapped module's ``forward`` (docs/distill.md).
 
 Randomness is a pure function of ``(seed, step, shard)``, so a run resumed from a checkpoint
 re-draws exactly the prompts, rollouts and token selections it would have drawn, and a
@@ -71,7 +72,7 @@ def make_accelerator(config: TrainConfig):
 
 
 class StudentBody(nn.Module):
-    """The student's decoder as the module that DDP/FSDP wraps: returns hidden states, no logits.
+    """The student's decoder as the module that DDP wraps: returns hidden states, no logits.
 
     The output projection runs outside, at the kept rows only; its weight stays a parameter of
     this module, so data-parallel wrappers still synchronise its gradient.
@@ -117,7 +118,13 @@ class OnPolicyDistiller:
         self.student = self.accelerator.unwrap_model(self.body).model
         self.teacher = teacher.to(self.accelerator.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
-        self.backend = build_backend(config.rollout.backend, self.student, tokenizer)
+        rollout = config.rollout
+        options = (
+            {"gpu_memory_utilization": rollout.vllm_gpu_memory_utilization}
+            if rollout.backend == "vllm"
+            else {}
+        )
+        self.backend = build_backend(rollout.backend, self.student, tokenizer, **options)
         # Checkpoints of one family may pad their output matrices to different sizes.
         self.vocab_size = len(tokenizer)
         self.train_pool = task.problems("train", config.task.train_problems, seed=config.seed)
