@@ -249,4 +249,10 @@ def test_exported_names():
         "pointwise_bce_loss",
         "relevance_prompt_ids",
     }
-    assert set(causal_lm.__all__) == {"SMOLLM2_GGUF", "bundled_smollm2", "load_causal_lm"}
+    assert set(causal_lm.__all__) == {
+        "BUNDLED_SMOLLM2",
+        "SMOLLM2_GGUF",
+        "bundled_smollm2",
+        "load_causal_lm",
+        "quiet_loading",
+    }

@@ -58,6 +58,14 @@ class TaskConfig(Config):
     )
     path: str | None = Field(None, description="math: JSONL file with 'problem' and 'answer'")
     carry: bool = Field(True, description="addition: False drops every carry from the answers")
+    reverse_answer: bool = Field(
+        True, description="addition: answers least-significant digit first (tiny models learn it)"
+    )
+    chat: bool = Field(
+        False,
+        description="send each prompt as a user message through the tokenizer's chat template "
+        "(instruct models)",
+    )
     pad_operands: bool = Field(
         False,
         description="addition: zero-pad operands to max(digits) digits, one prompt layout for "
@@ -87,6 +95,7 @@ class TaskConfig(Config):
         return {
             "digits": tuple(self.digits),
             "carry": self.carry,
+            "reverse_answer": self.reverse_answer,
             "pad_operands": self.pad_operands,
         }
 

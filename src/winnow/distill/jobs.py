@@ -7,6 +7,7 @@ run and returns a report section, so ``winnow distill train`` and the demo share
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import tempfile
@@ -23,10 +24,13 @@ from winnow.distill.evaluate import evaluate_greedy
 __all__ = ["load_pair", "run_eval", "run_sft", "run_train", "sft_section", "train_section"]
 
 
-def _task(config: TaskConfig):
+def _task(config: TaskConfig, tokenizer=None):
+    """The configured task; with ``config.chat``, its prompts rendered by ``tokenizer``."""
     from winnow.distill.tasks import build_task
+    from winnow.distill.tasks.chat import ChatTask
 
-    return build_task(config.name, **config.build_kwargs())
+    task = build_task(config.name, **config.build_kwargs())
+    return ChatTask(task, tokenizer) if config.chat else task
 
 
 def load_pair(config: TrainConfig, checks: list[str] | None = None):
@@ -37,7 +41,7 @@ def load_pair(config: TrainConfig, checks: list[str] | None = None):
 
     student, tokenizer = config.student.load()
     teacher, teacher_tokenizer = config.teacher.load()
-    prompts = [p.prompt for p in _task(config.task).problems("train", 5, seed=0)]
+    prompts = [p.prompt for p in _task(config.task, tokenizer).problems("train", 5, seed=0)]
     signal = config.divergence.kind_at(0) if config.objective == "opd" else config.objective
     lines = preflight(student, tokenizer, teacher, teacher_tokenizer, prompts, signal)
     if checks is not None:
@@ -59,13 +63,14 @@ def train_section(
     from winnow.distill.plots import selection_scatter
     from winnow.distill.trainer import OnPolicyDistiller, make_accelerator
 
-    task = _task(config.task)
+    task = None
     accelerator = accelerator or make_accelerator(config)
     checkpoints = _shared_folder(accelerator, run, "checkpoints")
     histories, scatters, checks = {}, {}, []
     for arm, selector in config.arms.items():
         first = not checks
         student, teacher, tokenizer = load_pair(config, checks)
+        task = task or _task(config.task, tokenizer)
         if first and not quiet and run is not None:
             for line in checks:
                 typer.echo(f"pre-flight: {line}", err=True)
@@ -227,12 +232,16 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
 def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSection:
     """Train the teacher and the weaker student of ``config`` (the teacher only when
     ``student`` is null), save them, plot their losses."""
-    from winnow.distill.models import char_tokenizer
+    from winnow.distill.models import char_tokenizer, load_model
     from winnow.distill.rollout import TransformersBackend
     from winnow.distill.sft import supervised_finetune
 
-    task = _task(config.task)
-    tokenizer = char_tokenizer(task.alphabet)
+    specs = (config.teacher, config.student)
+    starts = {s.init_from: load_model(s.init_from) for s in specs if s and s.init_from}
+    tokenizer = (
+        next(iter(starts.values()))[1] if starts else char_tokenizer(_task(config.task).alphabet)
+    )
+    task = _task(config.task, tokenizer)
     train = task.problems("train", config.task.train_problems, seed=config.seed)
     demonstrations = getattr(task, "demonstrations", None)
     if demonstrations is not None:  # targets that differ from the answers (verbose_addition)
@@ -243,8 +252,8 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
         spec = getattr(config, role)
         if spec is None:
             continue
-        model = _initial_model(spec, tokenizer, config.seed)
-        examples = _with_dropped_carries(config, train, spec.drop_carry)
+        model = _initial_model(spec, tokenizer, config.seed, starts)
+        examples = _with_dropped_carries(config, train, spec.drop_carry, tokenizer)
         with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
             curves[role] = supervised_finetune(
                 model,
@@ -282,22 +291,23 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
     return ReportSection(markdown, {row["model"]: row for row in rows})
 
 
-def _initial_model(spec, tokenizer, seed: int):
-    """A fresh model of ``spec.architecture``, or the saved ``spec.init_from`` to fine-tune."""
-    from winnow.distill.models import build_tiny_model, check_same_tokenizer, load_model
+def _initial_model(spec, tokenizer, seed: int, starts: dict):
+    """A fresh model of ``spec.architecture``, or a copy of the loaded ``spec.init_from`` (in
+    ``starts``: path -> (model, tokenizer)) to fine-tune."""
+    from winnow.distill.models import build_tiny_model, check_same_tokenizer
 
     if spec.init_from is None:
         return build_tiny_model(spec.architecture, tokenizer, seed=seed)
-    model, saved_tokenizer = load_model(spec.init_from)
+    model, saved_tokenizer = starts[spec.init_from]
     check_same_tokenizer(tokenizer, saved_tokenizer)
-    return model
+    return copy.deepcopy(model)
 
 
-def _with_dropped_carries(config: SftConfig, train: list, share: float) -> list:
+def _with_dropped_carries(config: SftConfig, train: list, share: float, tokenizer) -> list:
     """``train`` with every carry dropped from the answers of a seeded random ``share`` of it."""
     if not share:
         return train
-    wrong = _task(config.task.model_copy(update={"carry": False}))
+    wrong = _task(config.task.model_copy(update={"carry": False}), tokenizer)
     # Same seed, same operands: the carry flag changes the answers, not the draws.
     dropped = wrong.problems("train", config.task.train_problems, seed=config.seed)
     rng = random.Random(config.seed)
@@ -382,7 +392,7 @@ def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = Fal
     run = RunDir("distill-eval", root=root, seed=0)
     run.write_config(config)
     policy, tokenizer = config.model.load()
-    task = _task(config.task)
+    task = _task(config.task, tokenizer)
     problems = task.problems("test", config.task.test_problems, seed=0)
     backend = TransformersBackend(policy, tokenizer)
     result = evaluate_greedy(
