@@ -234,8 +234,8 @@ def test_with_prompts_needs_one_prompt_per_rollout(sampled, tokenizer):
 
 
 def test_opd_loss_applies_the_selectors_token_weights(sampled, model, tokenizer):
-    """With IW-OPD-style weights the loss is the weighted mean of the unweighted per-token
-    divergences, the weights being token_weights of the kept rows."""
+    """With IW-OPD weights the loss is the mean of the per-token divergences times
+    token_weights of the kept rows (computed from the sampled tokens' log-ratios)."""
     from functools import partial
 
     from winnow.distill.models import hidden_states, output_weight
@@ -243,7 +243,7 @@ def test_opd_loss_applies_the_selectors_token_weights(sampled, model, tokenizer)
     from winnow.distill.tokens import SelectorConfig, token_weights
 
     teacher = build_tiny_model(TinyModelConfig(), tokenizer, seed=5)
-    selector = SelectorConfig(name="first_fraction", p=0.6, weighting="position_discrepancy")
+    selector = SelectorConfig(name="first_fraction", p=0.6, weighting="iw_opd")
     result = opd_loss(
         partial(hidden_states, model),
         output_weight(model),

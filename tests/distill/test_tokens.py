@@ -1,5 +1,7 @@
+import collections
 import dataclasses
 import json
+import types
 import typing
 
 import pytest
@@ -341,16 +343,57 @@ def test_first_fraction_keeps_the_first_positions_of_each_response():
     assert kept.tolist() == [1, 3]
 
 
-def test_position_discrepancy_weights_on_a_hand_example():
-    stats = hand_stats()
-    kept = torch.tensor([0, 1, 3, 4, 5])
-    config = SelectorConfig(weighting="position_discrepancy")
-    # (1 - offset / L) * D: row 0: (1 - 3/4) 0.2 = 0.05; row 1: (1 - 0/2) 0.4 = 0.4;
-    # row 3: 1 * 1.0 = 1.0; row 4: (1 - 1/2) 0.5 = 0.25; row 5: (1 - 2/4) 0.3 = 0.15.
-    raw = torch.tensor([0.05, 0.4, 1.0, 0.25, 0.15], dtype=torch.float64)
-    torch.testing.assert_close(token_weights(stats, kept, config), raw * 5 / raw.sum())
-    assert torch.equal(
-        token_weights(stats, kept, SelectorConfig()), torch.ones(5, dtype=torch.float64)
+def test_iw_opd_weights_on_a_hand_example():
+    stats = dataclasses.replace(
+        hand_stats(), log_ratio=torch.tensor([0.5, -1.0, 2.0, -1.0, 3.0, 1.5])
     )
-    silent = dataclasses.replace(stats, divergence=torch.zeros(6))
-    assert torch.equal(token_weights(silent, kept, config), torch.ones(5, dtype=torch.float64))
+    # Sequence 7 by offset: rows 3, 2, 5, 0 with |a| = 1, 2, 1.5, 0.5 (total 5): prefixes
+    # 0, 1, 3, 4.5. Sequence 2: rows 1, 4 with |a| = 1, 3 (total 4): prefixes 0, 1.
+    # w = 1 + 0.5 (1 - prefix / total).
+    config = SelectorConfig(weighting="iw_opd", iw_opd_gamma=0.5)
+    kept = torch.tensor([0, 1, 2, 3, 4, 5])
+    expected = 1 + 0.5 * (1 - torch.tensor([4.5 / 5, 0 / 4, 1 / 5, 0 / 5, 1 / 4, 3 / 5]))
+    torch.testing.assert_close(token_weights(stats, kept, config), expected.double())
+    torch.testing.assert_close(
+        token_weights(stats, torch.tensor([4, 0]), config), expected[[4, 0]].double()
+    )
+    assert torch.equal(token_weights(stats, kept, SelectorConfig()), torch.ones(6).double())
+    with pytest.raises(DistillInputError, match="log-ratio"):
+        token_weights(hand_stats(), kept, config)
+
+
+def test_iw_opd_weights_agree_with_trls_iw_opd_loss():
+    """TRL's IWOPDTrainer._compute_iw_opd_loss with our weights in place of its own."""
+    trainer_module = pytest.importorskip("trl.experimental.iw_opd.iw_opd_trainer")
+    generator = torch.Generator().manual_seed(0)
+    batch, length, vocab = 3, 6, 11
+    logits = torch.randn(batch, length, vocab, generator=generator, dtype=torch.float64)
+    tokens = torch.randint(vocab, (batch, length), generator=generator)
+    labels = tokens.clone()
+    labels[0, 4:] = -100  # a shorter first response
+    teacher = torch.randn(batch, length, generator=generator, dtype=torch.float64) - 2
+    owner = types.SimpleNamespace(
+        temperature=1.0,
+        iw_opd_gamma=0.7,
+        iw_opd_epsilon=1e-8,
+        model=types.SimpleNamespace(training=True),
+        _metrics={"train": collections.defaultdict(list)},
+    )
+    expected = trainer_module.IWOPDTrainer._compute_iw_opd_loss(
+        owner, logits, tokens, labels, teacher
+    )
+    student = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    valid = labels != -100
+    sequence, offset = torch.nonzero(valid, as_tuple=True)
+    advantage = (teacher - student)[valid]
+    stats = TokenStats(
+        entropy=torch.ones(len(sequence)),
+        divergence=torch.ones(len(sequence)),
+        sequence=sequence,
+        offset=offset,
+        log_ratio=advantage,
+    )
+    config = SelectorConfig(weighting="iw_opd", iw_opd_gamma=0.7)
+    weights = token_weights(stats, torch.arange(len(sequence)), config)
+    ours = (-student[valid] * weights * advantage).sum() / valid.sum()
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-14)

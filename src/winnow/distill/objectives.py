@@ -173,6 +173,7 @@ def opd_loss(
         sequence,
         offset,
         **(selection_divergence or divergence),
+        targets=batch.input_ids[rows[0], rows[1] + 1] if selector.weighting != "none" else None,
     )
     kept = select_tokens(stats, selector, generator).to(student_rows.device)
     per_token = token_divergence(

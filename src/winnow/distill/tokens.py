@@ -57,16 +57,20 @@ class TokenStats:
         divergence: teacher-student divergence in nats (kind chosen by the caller), float.
         sequence: long, which rollout each position belongs to.
         offset: long, the position's index within its response (0 = first response token).
+        log_ratio: ``log p_teacher(y) - log p_student(y)`` at the sampled token ``y``, float;
+            None unless :func:`token_statistics` was given the targets (IW-OPD weights read it).
     """
 
     entropy: torch.Tensor
     divergence: torch.Tensor
     sequence: torch.Tensor
     offset: torch.Tensor
+    log_ratio: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        got = {name: _describe(value) for name, value in vars(self).items()}
-        rows = {getattr(value, "shape", None) for value in vars(self).values()}
+        fields = {name: value for name, value in vars(self).items() if value is not None}
+        got = {name: _describe(value) for name, value in fields.items()}
+        rows = {getattr(value, "shape", None) for value in fields.values()}
         if len(rows) != 1 or not isinstance(self.entropy, torch.Tensor) or self.entropy.ndim != 1:
             raise DistillInputError(
                 f"TokenStats fields must be 1-D tensors with one value per row, got {got}"
@@ -84,9 +88,11 @@ def token_statistics(
     beta: float = 0.5,
     temperature: float = 1.0,
     chunk_size: int = 1024,
+    targets: torch.Tensor | None = None,
 ) -> TokenStats:
     """Student entropy and teacher-student divergence at K rows, with one student and one teacher
-    logits pass per chunk of ``chunk_size`` rows, under ``torch.no_grad``.
+    logits pass per chunk of ``chunk_size`` rows, under ``torch.no_grad``; with ``targets (K)``
+    (each row's sampled next token) also their log-ratio at that token.
 
     Both use the temperature-scaled distributions, so the entropy describes the distribution the
     divergence compares (the model's own at ``temperature = 1``). Values are clamped at 0 against
@@ -108,7 +114,7 @@ def token_statistics(
                 f"{name} must be an integer tensor of shape ({rows},), one per hidden row, got "
                 f"{_describe(index)}; take it from RolloutBatch.sequence_and_offset()"
             )
-    entropy, divergence = [], []
+    entropy, divergence, log_ratio = [], [], []
     with torch.no_grad():
         # One empty chunk when K = 0, so the empty outputs still get the compute dtype.
         for start in range(0, rows, chunk_size) or [0]:
@@ -117,11 +123,17 @@ def token_statistics(
             teacher_logp = head_log_probs(teacher_hidden[chunk], teacher_weight, temperature)
             entropy.append(-(student_logp.exp() * student_logp).sum(-1))
             divergence.append(DIVERGENCES[kind](student_logp, teacher_logp, beta))
+            if targets is not None:
+                picked = targets[chunk].to(student_logp.device).unsqueeze(-1)
+                log_ratio.append(
+                    (teacher_logp.gather(-1, picked) - student_logp.gather(-1, picked)).squeeze(-1)
+                )
     return TokenStats(
         entropy=torch.cat(entropy).clamp_min(0),
         divergence=torch.cat(divergence).clamp_min(0),
         sequence=sequence.detach().long(),
         offset=offset.detach().long(),
+        log_ratio=None if targets is None else torch.cat(log_ratio),
     )
 
 
@@ -224,10 +236,12 @@ class SelectorConfig(Config):
     error_quantile: float = Field(
         0.9, ge=0, le=1, description="an error is a row whose divergence is >= this quantile"
     )
-    weighting: Literal["none", "position_discrepancy"] = Field(
+    weighting: Literal["none", "iw_opd"] = Field(
         "none",
-        description="per-row loss weights over the kept rows: none, or IW-OPD-style position x "
-        "discrepancy weights (token_weights)",
+        description="per-row loss weights of the kept rows: none, or IW-OPD's (token_weights)",
+    )
+    iw_opd_gamma: float = Field(
+        0.5, ge=0, description="iw_opd: weight amplification, w in [1, 1 + gamma] (TRL's default)"
     )
 
     @field_validator("keep_quadrants")
@@ -378,23 +392,33 @@ def select_tokens(
 
 
 def token_weights(stats: TokenStats, kept: torch.Tensor, config: SelectorConfig) -> torch.Tensor:
-    """``(k)`` loss weights of the kept rows, mean 1 (all ones for ``weighting="none"``).
+    """``(k)`` loss weights of the kept rows (all ones for ``weighting="none"``).
 
-    ``"position_discrepancy"`` is our reading of IW-OPD (arXiv 2606.22600; its exact formula
-    was not recovered): ``w = (1 - offset / L) * D / mean(D)``, with ``L`` the response's length
-    in positions and ``D`` the teacher-student divergence, so early positions and those where
-    the teacher disagrees weigh more; then divided by the kept rows' mean. Rows whose weights
-    are all zero (every kept divergence 0) get weight 1.
+    ``"iw_opd"`` (arXiv 2606.22600, as TRL's ``IWOPDTrainer`` computes it): with the sampled
+    token's log-ratio ``a_t = log p_teacher(y_t) - log p_student(y_t)`` at each position ``t`` of
+    a response, ``w_t = 1 + gamma (1 - sum_{s<t} |a_s| / max(sum_s |a_s|, 1e-8))``: a position
+    weighs less the more discrepancy its prefix has already accumulated (its supervision has
+    drifted out of distribution), between ``1 + gamma`` at the start and 1. Sums run over every
+    position of the response, kept or not. Needs ``stats.log_ratio``.
     """
     rows = kept.numel()
     if config.weighting == "none" or rows == 0:
         return torch.ones(rows, dtype=torch.float64, device=kept.device)
-    length = _response_lengths(stats)[kept].double()
-    position = 1 - stats.offset[kept].double() / length
-    divergence = stats.divergence[kept].double().clamp_min(0)
-    weight = position * divergence
-    total = weight.sum()
-    return weight * rows / total if total > 0 else torch.ones_like(weight)
+    if stats.log_ratio is None:
+        raise DistillInputError(
+            "IW-OPD weights need each row's sampled-token log-ratio; pass targets to "
+            "token_statistics (opd_loss does)"
+        )
+    size = stats.log_ratio.abs().double()
+    prefix, total = torch.empty_like(size), torch.empty_like(size)
+    for response in torch.unique(stats.sequence):
+        rows_of = torch.nonzero(stats.sequence == response).flatten()
+        rows_of = rows_of[torch.argsort(stats.offset[rows_of])]
+        running = size[rows_of].cumsum(0)
+        prefix[rows_of] = running - size[rows_of]
+        total[rows_of] = running[-1].clamp_min(1e-8)
+    weight = 1 + config.iw_opd_gamma * (1 - prefix / total)
+    return weight[kept]
 
 
 def selection_summary(
