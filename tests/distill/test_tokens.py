@@ -286,6 +286,17 @@ def test_selection_summary_is_json_ready_and_consistent():
     assert summary["loss_mass_q1"] == pytest.approx((loss[quadrant == 1].sum() / loss.sum()).item())
     assert summary["mean_entropy_kept"] == pytest.approx(stats.entropy[kept].mean().item())
     assert "loss_mass_q1" not in selection_summary(stats, kept)
+    assert sum(summary[f"loss_mass_decile_{d}"] for d in range(10)) == pytest.approx(1.0)
+
+
+def test_loss_mass_by_position_decile_on_a_hand_example():
+    stats = hand_stats()  # sequence 7: 4 positions (deciles 0, 2, 5, 7); sequence 2: 2 (0, 5)
+    kept = torch.arange(6)
+    loss = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # rows: offsets 3, 0, 1, 0, 1, 2
+    summary = selection_summary(stats, kept, per_token_loss=loss)
+    expected = {0: 2.0 + 4.0, 2: 3.0, 5: 6.0 + 5.0, 7: 1.0}
+    for d in range(10):
+        assert summary[f"loss_mass_decile_{d}"] == pytest.approx(expected.get(d, 0.0) / 21)
 
 
 def test_selection_summary_rejects_foreign_indices():

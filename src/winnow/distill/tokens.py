@@ -459,8 +459,13 @@ def selection_summary(
         "quadrant_fraction": _shares(quadrant),
         "kept_quadrant_fraction": _shares(quadrant[kept]),
     }
+    deciles = []
     if per_token_loss is not None:
-        shares["loss_mass"] = _shares(quadrant[kept], per_token_loss.detach().double())
+        loss = per_token_loss.detach().double()
+        shares["loss_mass"] = _shares(quadrant[kept], loss)
+        position = stats.offset[kept].double() / _response_lengths(stats)[kept].double()
+        decile = (position * 10).floor().long().clamp(0, 9)
+        deciles = [_ratio(loss[decile == d].sum().item(), loss.sum().item()) for d in range(10)]
     summary = {
         "kept_fraction": _ratio(kept.numel(), rows),
         "mean_entropy_kept": _ratio(stats.entropy[kept].sum().item(), kept.numel()),
@@ -470,6 +475,7 @@ def selection_summary(
         summary.update(
             {f"{prefix}_q{q}": value for q, value in zip(QUADRANTS, values, strict=True)}
         )
+    summary.update({f"loss_mass_decile_{d}": share for d, share in enumerate(deciles)})
     return summary
 
 
