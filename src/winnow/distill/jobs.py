@@ -21,10 +21,18 @@ from winnow.common.runs import RunDir, run_section
 from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
 
-__all__ = ["load_pair", "run_eval", "run_sft", "run_train", "sft_section", "train_section"]
+__all__ = [
+    "configured_task",
+    "load_pair",
+    "run_eval",
+    "run_sft",
+    "run_train",
+    "sft_section",
+    "train_section",
+]
 
 
-def _task(config: TaskConfig, tokenizer=None):
+def configured_task(config: TaskConfig, tokenizer=None):
     """The configured task; with ``config.chat``, its prompts rendered by ``tokenizer``."""
     from winnow.distill.tasks import build_task
     from winnow.distill.tasks.chat import ChatTask
@@ -41,7 +49,9 @@ def load_pair(config: TrainConfig, checks: list[str] | None = None):
 
     student, tokenizer = config.student.load()
     teacher, teacher_tokenizer = config.teacher.load()
-    prompts = [p.prompt for p in _task(config.task, tokenizer).problems("train", 5, seed=0)]
+    prompts = [
+        p.prompt for p in configured_task(config.task, tokenizer).problems("train", 5, seed=0)
+    ]
     signal = config.divergence.kind_at(0) if config.objective == "opd" else config.objective
     lines = preflight(student, tokenizer, teacher, teacher_tokenizer, prompts, signal)
     if checks is not None:
@@ -70,7 +80,7 @@ def train_section(
     for arm, selector in config.arms.items():
         first = not checks
         student, teacher, tokenizer = load_pair(config, checks)
-        task = task or _task(config.task, tokenizer)
+        task = task or configured_task(config.task, tokenizer)
         if first and not quiet and run is not None:
             for line in checks:
                 typer.echo(f"pre-flight: {line}", err=True)
@@ -239,9 +249,11 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
     specs = (config.teacher, config.student)
     starts = {s.init_from: load_model(s.init_from) for s in specs if s and s.init_from}
     tokenizer = (
-        next(iter(starts.values()))[1] if starts else char_tokenizer(_task(config.task).alphabet)
+        next(iter(starts.values()))[1]
+        if starts
+        else char_tokenizer(configured_task(config.task).alphabet)
     )
-    task = _task(config.task, tokenizer)
+    task = configured_task(config.task, tokenizer)
     train = task.problems("train", config.task.train_problems, seed=config.seed)
     demonstrations = getattr(task, "demonstrations", None)
     if demonstrations is not None:  # targets that differ from the answers (verbose_addition)
@@ -307,7 +319,7 @@ def _with_dropped_carries(config: SftConfig, train: list, share: float, tokenize
     """``train`` with every carry dropped from the answers of a seeded random ``share`` of it."""
     if not share:
         return train
-    wrong = _task(config.task.model_copy(update={"carry": False}), tokenizer)
+    wrong = configured_task(config.task.model_copy(update={"carry": False}), tokenizer)
     # Same seed, same operands: the carry flag changes the answers, not the draws.
     dropped = wrong.problems("train", config.task.train_problems, seed=config.seed)
     rng = random.Random(config.seed)
@@ -392,7 +404,7 @@ def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = Fal
     run = RunDir("distill-eval", root=root, seed=0)
     run.write_config(config)
     policy, tokenizer = config.model.load()
-    task = _task(config.task, tokenizer)
+    task = configured_task(config.task, tokenizer)
     problems = task.problems("test", config.task.test_problems, seed=0)
     backend = TransformersBackend(policy, tokenizer)
     result = evaluate_greedy(
