@@ -78,3 +78,35 @@ def test_count_correct_samples_counts_per_problem_across_chunks():
     )
     assert counts.dtype == torch.long and counts.tolist() == [2, 2, 2, 2, 2]
     assert pass_at_k(6, counts, 1).tolist() == pytest.approx([1 / 3] * 5)
+
+
+def test_sample_answers_counts_distinct_answers_per_problem():
+    from winnow.distill.evaluate import sample_answers
+    from winnow.distill.tasks import Problem
+
+    class ExactTask:
+        def verify(self, problem, response):
+            return response == problem.answer
+
+    problems = [Problem(prompt=f"{i}=", answer="1", difficulty=1) for i in range(3)]
+    for n, distinct in ((1, 1), (2, 2), (6, 3)):  # responses 0, 1, 2, 0, 1, 2
+        sampled = sample_answers(_EchoBackend(), ExactTask(), problems, n, 2, prompts_per_batch=2)
+        assert sampled.distinct.tolist() == [distinct] * 3
+        assert sampled.correct.tolist() == [n // 3 + (n % 3 > 1)] * 3
+
+
+def test_greedy_sampling_of_a_real_model_gives_one_distinct_answer():
+    from winnow.distill.evaluate import sample_answers
+    from winnow.distill.models import TinyModelConfig, build_tiny_model, char_tokenizer
+    from winnow.distill.rollout import TransformersBackend
+    from winnow.distill.tasks import AdditionTask
+
+    task = AdditionTask(digits=(1,))
+    tokenizer = char_tokenizer(task.alphabet)
+    model = build_tiny_model(TinyModelConfig(hidden_size=16, num_heads=2), tokenizer, seed=0)
+    backend = TransformersBackend(model, tokenizer)
+    problems = task.problems("test", 4, seed=0)
+    greedy = sample_answers(backend, task, problems, n=5, max_new_tokens=3, temperature=0.0)
+    assert greedy.distinct.tolist() == [1, 1, 1, 1]
+    sampled = sample_answers(backend, task, problems, n=5, max_new_tokens=3, temperature=2.0)
+    assert sampled.distinct.max() > 1  # an untrained model samples near-uniform tokens

@@ -12,8 +12,16 @@ from torch import Tensor
 
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks import Problem, Task
+from winnow.distill.tasks.base import answer_text
 
-__all__ = ["EvalResult", "count_correct_samples", "evaluate_greedy", "pass_at_k"]
+__all__ = [
+    "EvalResult",
+    "SampledAnswers",
+    "count_correct_samples",
+    "evaluate_greedy",
+    "pass_at_k",
+    "sample_answers",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,60 @@ def evaluate_greedy(
     )
 
 
+@dataclass(frozen=True)
+class SampledAnswers:
+    """``n`` sampled responses per problem, verified: ``correct [P]`` (the ``c`` of pass@k) and
+    ``distinct [P]``, how many different answers
+    (:func:`~winnow.distill.tasks.base.answer_text`) they gave: the diversity self-distillation
+    is reported to lose."""
+
+    correct: Tensor
+    distinct: Tensor
+
+
+def sample_answers(
+    backend,
+    task: Task,
+    problems: Sequence[Problem],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    prompts_per_batch: int = 64,
+) -> SampledAnswers:
+    """Sample ``n`` responses per problem and verify them.
+
+    Each chunk of ``prompts_per_batch`` problems is sampled with its own seed derived from
+    ``seed``, so the result is a deterministic function of the weights and ``seed``.
+
+    Shape:
+        - Output: long tensors ``[P]`` in the order of ``problems``; ``correct`` in ``[0, n]``
+          (``pass_at_k(n, correct, k).mean()`` is the pass@k of the set), ``distinct`` in
+          ``[1, n]``.
+    """
+    correct, distinct = [], []
+    for chunk_index, start in enumerate(range(0, len(problems), prompts_per_batch)):
+        chunk = problems[start : start + prompts_per_batch]
+        batch = backend.sample(
+            [p.prompt for p in chunk],
+            n=n,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed * 1_000_003 + chunk_index,
+        )
+        hits = torch.zeros(len(chunk), dtype=torch.long)
+        answers: list[set[str]] = [set() for _ in chunk]
+        for i, response in zip(batch.problem_index.tolist(), batch.responses, strict=True):
+            hits[i] += task.verify(chunk[i], response)
+            answers[i].add(answer_text(response))
+        correct.append(hits)
+        distinct.append(torch.tensor([len(a) for a in answers], dtype=torch.long))
+    empty = torch.zeros(0, dtype=torch.long)
+    return SampledAnswers(
+        torch.cat(correct) if correct else empty, torch.cat(distinct) if distinct else empty
+    )
+
+
 def count_correct_samples(
     backend,
     task: Task,
@@ -71,30 +133,11 @@ def count_correct_samples(
     seed: int = 0,
     prompts_per_batch: int = 64,
 ) -> Tensor:
-    """How many of ``n`` sampled responses per problem ``task`` verifies: the ``c`` of pass@k.
-
-    Each chunk of ``prompts_per_batch`` problems is sampled with its own seed derived from
-    ``seed``, so the counts are a deterministic function of the weights and ``seed``.
-
-    Shape:
-        - Output: long tensor ``[P]``, values in ``[0, n]``, in the order of ``problems``;
-          ``pass_at_k(n, counts, k).mean()`` is the pass@k of the set.
-    """
-    counts = []
-    for chunk_index, start in enumerate(range(0, len(problems), prompts_per_batch)):
-        chunk = problems[start : start + prompts_per_batch]
-        batch = backend.sample(
-            [p.prompt for p in chunk],
-            n=n,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed * 1_000_003 + chunk_index,
-        )
-        correct = torch.zeros(len(chunk), dtype=torch.long)
-        for i, response in zip(batch.problem_index.tolist(), batch.responses, strict=True):
-            correct[i] += task.verify(chunk[i], response)
-        counts.append(correct)
-    return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
+    """How many of ``n`` sampled responses per problem ``task`` verifies (``[P]`` long):
+    :func:`sample_answers`' ``correct``."""
+    return sample_answers(
+        backend, task, problems, n, max_new_tokens, temperature, seed, prompts_per_batch
+    ).correct
 
 
 def pass_at_k(n: int | Tensor, c: int | Tensor, k: int) -> Tensor:
