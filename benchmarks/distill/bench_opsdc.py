@@ -182,7 +182,7 @@ def plot(rows: list[dict], base: dict, summary: dict):
     for arm in dict.fromkeys(row["arm"] for row in rows):
         mine = [row["curves"] for row in rows if row["arm"] == arm]
         steps = mine[0]["step"]
-        for axis, key in zip(axes, ("length", "accuracy"), strict=True):
+        for axis, key in zip(axes[:2], ("length", "accuracy"), strict=True):
             values = np.array([curve[key] for curve in mine])
             axis.plot(steps, values.mean(0), marker="o", markersize=3, label=arm)
     for axis, key, label in zip(

@@ -114,3 +114,38 @@ def test_the_bundled_smollm2_loads_and_prunes():
     assert len(tokenizer) == 49_152 and model.config.num_hidden_layers == 30
     student = prune_layers(model, evenly_spaced_layers(30, 10))
     assert student.config.num_hidden_layers == 10
+
+
+def test_opd_runs_end_to_end_on_a_pruned_llama_with_a_chat_task(
+    tiny_llama, smol_tokenizer, tmp_path
+):
+    """The real-LM path in miniature: prune, check, train two steps on chat-format prompts."""
+    from winnow.common.config import load_config
+    from winnow.common.runs import RunDir
+    from winnow.distill.config import TrainConfig
+    from winnow.distill.jobs import train_section
+
+    for role, model in (("teacher", tiny_llama), ("student", prune_layers(tiny_llama, [0, 4]))):
+        model.save_pretrained(tmp_path / role)
+        smol_tokenizer.save_pretrained(tmp_path / role)
+    config = load_config(
+        TrainConfig,
+        {
+            "student": {"path": str(tmp_path / "student")},
+            "teacher": {"path": str(tmp_path / "teacher")},
+            "task": {"digits": [2], "reverse_answer": False, "chat": True, "test_problems": 8},
+            "rollout": {"max_new_tokens": 4},
+            "eval": {"every": 2, "max_new_tokens": 4},
+            "steps": 2,
+            "prompts_per_step": 4,
+            "arms": {"tip": {"name": "entropy_sample", "p": 0.5, "weighting": "iw_opd"}},
+            "cpu": True,
+        },
+    )
+    run = RunDir("tiny-real", root=tmp_path / "runs", seed=0)
+    section = train_section(config, run, quiet=True)
+    assert set(section.summary) == {"tip"} and "final accuracy" in section.summary["tip"]
+    assert "signal: forward KL: KL(teacher || student)" in section.markdown
+    assert "chat template: shared" in section.markdown
+    rows = (run.path / "metrics.jsonl").read_text().splitlines()
+    assert any('"loss_mass_decile_0"' in row for row in rows)
