@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from winnow.distill.divergence import dense_divergence
 from winnow.distill.exceptions import DistillInputError
+from winnow.distill.token_metrics import selection_summary
 from winnow.distill.tokens import (
     SELECTORS,
     SelectorConfig,
@@ -17,7 +18,6 @@ from winnow.distill.tokens import (
     kept_count,
     quadrants,
     select_tokens,
-    selection_summary,
     token_statistics,
     token_weights,
 )

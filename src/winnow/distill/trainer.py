@@ -42,7 +42,8 @@ from winnow.distill.pacing import (
 )
 from winnow.distill.rollout import RolloutBatch, build_backend, with_prompts
 from winnow.distill.tasks import Task
-from winnow.distill.tokens import SelectorConfig, TokenStats, selection_summary
+from winnow.distill.token_metrics import selection_summary
+from winnow.distill.tokens import SelectorConfig, TokenStats
 
 __all__ = ["OnPolicyDistiller", "StudentBody", "make_accelerator", "step_seed"]
 
