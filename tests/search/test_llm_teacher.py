@@ -253,6 +253,8 @@ def test_exported_names():
         "BUNDLED_SMOLLM2",
         "SMOLLM2_GGUF",
         "bundled_smollm2",
+        "gguf_options",
         "load_causal_lm",
+        "plain_model",
         "quiet_loading",
     }

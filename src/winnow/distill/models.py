@@ -36,7 +36,13 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from winnow.common.causal_lm import BUNDLED_SMOLLM2, bundled_smollm2, quiet_loading
+from winnow.common.causal_lm import (
+    BUNDLED_SMOLLM2,
+    bundled_smollm2,
+    gguf_options,
+    plain_model,
+    quiet_loading,
+)
 from winnow.common.config import Config
 from winnow.distill.exceptions import DistillInputError, TokenizerMismatchError
 
@@ -193,8 +199,9 @@ def load_model(
         with quiet_loading(transformers):
             tokenizer = _load_tokenizer(source, gguf_file)
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=DTYPES[dtype], gguf_file=gguf_file
-            ).to(device)
+                source, dtype=DTYPES[dtype], **gguf_options(gguf_file)
+            )
+        model = plain_model(model).to(device)
     except (OSError, ValueError) as exc:  # huggingface_hub's invalid-id error is a ValueError
         where = (
             f"the folder {local.resolve()} holds no loadable model"
