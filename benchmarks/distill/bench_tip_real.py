@@ -2,7 +2,8 @@
 
 The pair: the bundled SmolLM2-135M-Instruct fine-tuned on 2-digit addition asked as a chat message
 (configs/distill/sft_smollm2.yaml; it answers exactly after SFT, never before), and a student
-that keeps 10 of its 30 decoder layers (`winnow distill prune --layers 10`). Every arm starts
+that keeps 24 of its 30 decoder layers (`winnow distill prune --layers 24`; 17% held-out, where
+keeping 10, 15 or 20 layers left nothing right). Every arm starts
 from that student and trains for the same steps on the same prompts per seed
 (configs/distill/tip_smollm2.yaml: 16 prompts per step, one rollout each, forward KL):
 
