@@ -40,7 +40,7 @@ import torch
 from winnow.common.config import load_config
 from winnow.common.runs import RunDir, atomic_path, atomic_write_text
 from winnow.distill.config import SftConfig, TrainConfig
-from winnow.distill.evaluate import count_correct_samples, evaluate_greedy, pass_at_k
+from winnow.distill.evaluate import evaluate_greedy, pass_at_k, sample_answers
 from winnow.distill.jobs import load_pair, run_sft
 from winnow.distill.models import load_model
 from winnow.distill.rollout import TransformersBackend
@@ -76,9 +76,9 @@ def carries(prompt: str) -> int:
 
 def sampled_metrics(backend, task, problems, samples: int, max_new_tokens: int) -> dict:
     """pass@k for KS on ``samples`` samples per problem, overall and by number of carries."""
-    counts = count_correct_samples(
+    counts = sample_answers(
         backend, task, problems, n=samples, max_new_tokens=max_new_tokens, seed=0
-    )
+    ).correct
     ks = [k for k in KS if k <= samples]
     metrics = {f"pass@{k}": float(pass_at_k(samples, counts, k).mean()) for k in ks}
     buckets = torch.tensor([carries(p.prompt) for p in problems])

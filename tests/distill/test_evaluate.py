@@ -64,8 +64,8 @@ class _EchoBackend:
         return SimpleNamespace(problem_index=index, responses=responses)
 
 
-def test_count_correct_samples_counts_per_problem_across_chunks():
-    from winnow.distill.evaluate import count_correct_samples
+def test_sample_answers_counts_correct_samples_per_problem_across_chunks():
+    from winnow.distill.evaluate import sample_answers
     from winnow.distill.tasks import Problem
 
     class ExactTask:
@@ -73,9 +73,9 @@ def test_count_correct_samples_counts_per_problem_across_chunks():
             return response == problem.answer
 
     problems = [Problem(prompt=f"{i}=", answer=str(i % 2), difficulty=1) for i in range(5)]
-    counts = count_correct_samples(
+    counts = sample_answers(
         _EchoBackend(), ExactTask(), problems, n=6, max_new_tokens=2, prompts_per_batch=2
-    )
+    ).correct
     assert counts.dtype == torch.long and counts.tolist() == [2, 2, 2, 2, 2]
     assert pass_at_k(6, counts, 1).tolist() == pytest.approx([1 / 3] * 5)
 

@@ -17,7 +17,6 @@ from winnow.distill.tasks.base import answer_text
 __all__ = [
     "EvalResult",
     "SampledAnswers",
-    "count_correct_samples",
     "evaluate_greedy",
     "pass_at_k",
     "sample_answers",
@@ -121,23 +120,6 @@ def sample_answers(
     return SampledAnswers(
         torch.cat(correct) if correct else empty, torch.cat(distinct) if distinct else empty
     )
-
-
-def count_correct_samples(
-    backend,
-    task: Task,
-    problems: Sequence[Problem],
-    n: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    seed: int = 0,
-    prompts_per_batch: int = 64,
-) -> Tensor:
-    """How many of ``n`` sampled responses per problem ``task`` verifies (``[P]`` long):
-    :func:`sample_answers`' ``correct``."""
-    return sample_answers(
-        backend, task, problems, n, max_new_tokens, temperature, seed, prompts_per_batch
-    ).correct
 
 
 def pass_at_k(n: int | Tensor, c: int | Tensor, k: int) -> Tensor:
