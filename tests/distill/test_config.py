@@ -69,9 +69,9 @@ def test_drop_carry_true_means_every_answer_and_a_share_mixes():
     train = build_task("addition", digits=(3,)).problems("train", 400, seed=config.seed)
     dropped = build_task("addition", digits=(3,), carry=False).problems("train", 400, seed=0)
     assert [p.prompt for p in train] == [p.prompt for p in dropped]
-    assert _with_dropped_carries(config, train, 0.0) == train
-    assert _with_dropped_carries(config, train, 1.0) == dropped
-    mixed = _with_dropped_carries(config, train, 0.5)
+    assert _with_dropped_carries(config, train, 0.0, None) == train
+    assert _with_dropped_carries(config, train, 1.0, None) == dropped
+    mixed = _with_dropped_carries(config, train, 0.5, None)
     differ = [i for i, (a, b) in enumerate(zip(train, dropped, strict=True)) if a != b]
     share = sum(mixed[i] == dropped[i] for i in differ) / len(differ)
     assert 0.4 < share < 0.6

@@ -553,9 +553,12 @@ def test_200_concurrent_requests_never_exceed_the_budgets(upstreams):
     (today,) = budget["days"]
     assert float(charged) <= today["settled_usd"] + 1e-12
     assert today["settled_usd"] <= config.budget_per_day
-    # max_tokens was enforced on every forwarded call.
-    for name in ("ok", "fail", "slow"):
-        assert {body["max_tokens"] for body in upstreams[name].app.state.bodies} == {CAP}
+    # max_tokens was enforced on every forwarded call that reached an upstream (on a loaded
+    # machine a call to the slow one can time out before its server reads the body).
+    received = [
+        body for name in ("ok", "fail", "slow") for body in upstreams[name].app.state.bodies
+    ]
+    assert received and {body["max_tokens"] for body in received} == {CAP}
 
 
 def test_auth_size_streaming_and_unknown_models_are_refused(upstreams):
