@@ -17,6 +17,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MESSAGE_OVERHEAD_TOKENS",
     "ChatRequest",
+    "cheapest_cost",
     "is_int",
     "parse_chat_request",
 ]
@@ -141,3 +142,8 @@ def _requested_model(model: object, names: list[str]) -> int | None:
         f"model {model!r} is not in the pool; use 'auto' (or leave 'model' out) to route, "
         f"or one of: {', '.join(names)}"
     )
+
+
+def cheapest_cost(costs: list[int], model: int | None) -> int:
+    """The least worst-case cost among the models a request may use (all, or its named one)."""
+    return min(costs) if model is None else costs[model]

@@ -79,7 +79,7 @@ import numpy as np
 
 from winnow.common.extras import require
 from winnow.route.breaker import CircuitBreaker
-from winnow.route.chat_requests import ChatRequest
+from winnow.route.chat_requests import ChatRequest, cheapest_cost
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import (
     PICODOLLARS_PER_USD,
@@ -102,7 +102,7 @@ from winnow.route.proxy_answers import (
 from winnow.route.proxy_config import ProxyConfig, QualityModel
 from winnow.route.proxy_metrics import ProxyCounts, model_metrics, request_metrics
 from winnow.route.upstream import Failure, Reply, post_chat
-from winnow.route.window_plan import check_quality, plan_window
+from winnow.route.window_plan import check_quality, plan_window, warm_up
 
 fastapi = require("fastapi", "serve")
 aiohttp = require("aiohttp", "serve")
@@ -186,7 +186,7 @@ class RoutingProxy:
     async def running(self, client: aiohttp.ClientSession) -> AsyncIterator[RoutingProxy]:
         """Run the window loop with ``client`` for upstream calls; on exit, answer everyone."""
         self._client, self._arrived = client, asyncio.Event()
-        await asyncio.to_thread(self._warm_up)
+        await asyncio.to_thread(warm_up, self.quality_model, len(self.names))
         windows = asyncio.create_task(self._run_windows())
         try:
             yield self
@@ -214,7 +214,7 @@ class RoutingProxy:
         costs = [
             call_cost(request.prompt_tokens, request.completion_tokens, p) for p in self.prices
         ]
-        cheapest = _cheapest(costs, request.model)
+        cheapest = cheapest_cost(costs, request.model)
         budget = min(self.ledger.window_budget, self.ledger.day_budget)
         if cheapest > budget:
             raise RouteInputError(
@@ -310,17 +310,6 @@ class RoutingProxy:
             pending.window, pending.candidates = window, order
             self._place(pending)
 
-    def _warm_up(self) -> None:
-        """Plan a made-up window once before serving: the first real window's plan took 86 ms
-        against 18 ms at the median (lazy imports and first calls), all of it added latency."""
-        m = len(self.names)
-        try:
-            p_hat, _ = self.quality_model.predict(["warm-up", "a second prompt"])
-            quality = check_quality(p_hat, 2, m)
-            plan_window(quality, np.ones((2, m)), np.ones(m, dtype=int), 2.0 * m)
-        except Exception:  # the first window will answer 500 and log it the same way
-            logger.exception("warming up the quality model and the planner failed")
-
     async def _plan(
         self, window: Window, named: list[_Pending], routed: list[_Pending]
     ) -> list[list[int]]:
@@ -368,7 +357,7 @@ class RoutingProxy:
         if asyncio.get_running_loop().time() >= pending.wait_until:
             return False
         return (
-            _cheapest(pending.costs, pending.request.model)
+            cheapest_cost(pending.costs, pending.request.model)
             <= self.ledger.remaining(pending.window)[1]
         )
 
@@ -472,7 +461,7 @@ class RoutingProxy:
     def _unaffordable(self, pending: _Pending, cause: str = "") -> fastapi.responses.JSONResponse:
         """429 saying what is short, today's budget or this window's, and when to retry."""
         return budget_exhausted(
-            _cheapest(pending.costs, pending.request.model),
+            cheapest_cost(pending.costs, pending.request.model),
             self.ledger.remaining(pending.window),
             (self.ledger.window_budget, self.ledger.day_budget),
             self.clock().astimezone(timezone.utc),
@@ -507,8 +496,3 @@ class RoutingProxy:
             "today": self.clock().astimezone(timezone.utc).date().isoformat(),
             "budget": self.ledger.report(),
         }
-
-
-def _cheapest(costs: list[int], model: int | None) -> int:
-    """The least worst-case cost among the models a request may use (all, or its named one)."""
-    return min(costs) if model is None else costs[model]
