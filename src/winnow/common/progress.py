@@ -1,7 +1,12 @@
-"""Progress bars with live metrics for long loops; silent off a terminal or when quiet."""
+"""Progress bars with live metrics for long loops; plain periodic lines off a terminal.
+
+A job run under ``nohup`` or in CI has no terminal to draw on, yet its log must still say how
+far it got: there a line is printed at most every ``interval_s`` seconds, and one at the end.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,7 +21,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["ProgressTracker", "format_metrics", "track_progress"]
+__all__ = ["PLAIN_INTERVAL_S", "ProgressTracker", "format_metrics", "track_progress"]
+
+PLAIN_INTERVAL_S = 30.0
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -29,29 +36,73 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 class ProgressTracker:
-    """Handle on one progress bar: ``advance(1, loss=...)`` moves it and shows the metrics."""
+    """Handle on one progress bar: ``advance(1, loss=...)`` moves it and shows the metrics.
 
-    def __init__(self, progress: Progress, task_id: int):
+    With ``plain`` set (off a terminal) it prints a line at most every ``interval_s`` seconds
+    instead of drawing the bar.
+    """
+
+    def __init__(
+        self,
+        progress: Progress,
+        task_id: int,
+        plain: Console | None = None,
+        interval_s: float = PLAIN_INTERVAL_S,
+    ):
         self._progress = progress
         self._task_id = task_id
+        self._plain = plain
+        self._interval_s = interval_s
+        self._started = self._last_line = time.monotonic()
+        self._metrics = ""
         self.completed = 0
 
     def advance(self, steps: int = 1, **metrics: Any) -> None:
         self.completed += steps
-        fields = {"metrics": format_metrics(metrics)} if metrics else {}
+        if metrics:
+            self._metrics = format_metrics(metrics)
+        fields = {"metrics": self._metrics} if metrics else {}
         self._progress.update(self._task_id, advance=steps, **fields)
+        if self._plain is not None and time.monotonic() - self._last_line >= self._interval_s:
+            self.print_line()
+
+    def print_line(self) -> None:
+        """``description: 40/200 (20%), 3m12s elapsed, ~12m48s left, loss=0.5`` on the console."""
+        task = self._progress.tasks[self._task_id]
+        elapsed = time.monotonic() - self._started
+        done = f"{self.completed}"
+        parts = []
+        if task.total:
+            done += f"/{task.total:g} ({100 * self.completed / task.total:.0f}%)"
+        parts.append(f"{_duration(elapsed)} elapsed")
+        if task.total and 0 < self.completed < task.total:
+            parts.append(f"~{_duration(elapsed * (task.total / self.completed - 1))} left")
+        if self._metrics:
+            parts.append(self._metrics)
+        self._plain.print(f"{task.description}: {done}, " + ", ".join(parts), highlight=False)
+        self._last_line = time.monotonic()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @contextmanager
 def track_progress(
-    description: str, total: int | None, quiet: bool = False, console: Console | None = None
+    description: str,
+    total: int | None,
+    quiet: bool = False,
+    console: Console | None = None,
+    interval_s: float = PLAIN_INTERVAL_S,
 ) -> Iterator[ProgressTracker]:
     """Show a progress bar for ``total`` steps while the block runs.
 
-    The bar is drawn only when the console is an interactive terminal and ``quiet`` is false,
-    so logs and CI output stay clean.
+    On an interactive terminal the bar is drawn live; off one (a log file, CI) a plain line is
+    printed at most every ``interval_s`` seconds and once at the end. ``quiet`` silences both.
     """
     console = console or Console(stderr=True)
+    plain = None if quiet or console.is_terminal else console
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -65,4 +116,7 @@ def track_progress(
     )
     with progress:
         task_id = progress.add_task(description, total=total, metrics="")
-        yield ProgressTracker(progress, task_id)
+        tracker = ProgressTracker(progress, task_id, plain, interval_s)
+        yield tracker
+        if plain is not None and tracker.completed:
+            tracker.print_line()
