@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.exceptions import ExplainInputError, NoLocalSignalError
 from winnow.explain.slime import (
     StableLimeExplainer,
     compare_leading_features,
@@ -129,6 +129,7 @@ def test_tie_grows_the_sample_and_stops_unconverged_at_the_cap(training):
     assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
     assert not result.tests[-1].passed and result.tests[-1].step == 0
     assert set(result.features) == {0, 1}
+    assert result.rounds == 3  # 100, 200, 400
 
 
 def test_classification_explains_predicted_class(training):
@@ -182,3 +183,52 @@ def test_alpha_reaches_the_test(training):
         )
         sizes[alpha] = explainer.explain_instance(training[0], close_pair).n_samples
     assert sizes[0.001] > sizes[0.3]
+
+
+def test_zero_spread_with_zero_gap_is_a_tie_not_a_pass():
+    """Identical columns give d = 0 everywhere: 0/0 is no evidence, so z = 0 and the step fails."""
+    rng = np.random.default_rng(4)
+    column = rng.normal(size=300)
+    x = np.column_stack([column, column, 0.1 * rng.normal(size=300)])
+    residual = column + rng.normal(size=300)
+    j1, j2, gap, statistic, z, passed = compare_leading_features(x, residual, [0, 1, 2], 0.05, 0)
+    assert {j1, j2} == {0, 1}
+    assert gap == 0.0 and z == 0.0 and not passed
+    assert statistic == pytest.approx(-norm.ppf(0.975))
+    assert required_sample_size(300, z, 0.05, 10_000) == 600
+
+
+def test_zero_spread_with_positive_gap_passes():
+    """Every sample shows the same positive difference: z = +inf, the order is not in doubt."""
+    base = np.random.default_rng(5).uniform(1, 2, size=200)
+    x = np.column_stack([base + 1.0, base])
+    j1, j2, gap, _, z, passed = compare_leading_features(x, np.ones(200), [0, 1], 0.05, 0)
+    assert (j1, j2) == (0, 1) and gap == pytest.approx(1.0)
+    assert z == math.inf and passed
+
+
+def test_model_linear_in_fewer_features_stops_without_an_arbitrary_pick(training):
+    """After x0 and x1 the residual is zero: no third feature enters, nothing is left to test."""
+    explainer = StableLimeExplainer(training, num_features=3, n_init=300, random_state=0)
+    result = explainer.explain_instance(training[0], lambda x: 3 * x[:, 0] - x[:, 1])
+    assert result.features == (0, 1) and result.weights.shape == (2,)
+    assert result.converged and result.n_samples == 300 and result.rounds == 1
+    assert [t.step for t in result.tests] == [0, 1]
+
+
+def test_locally_constant_model_raises_a_typed_error(training):
+    explainer = StableLimeExplainer(training, num_features=2, n_init=100, random_state=0)
+    with pytest.raises(NoLocalSignalError, match="output column 0 is 3 at all 100") as caught:
+        explainer.explain_instance(training[0], lambda x: np.full(len(x), 3.0))
+    assert isinstance(caught.value, ExplainInputError) and isinstance(caught.value, ValueError)
+
+    def one_class_flat(x):
+        p = 1 / (1 + np.exp(-x[:, 0]))
+        return np.column_stack([1 - p, p, np.zeros(len(x))])
+
+    classifier = StableLimeExplainer(
+        training, mode="classification", num_features=2, n_init=100, random_state=0
+    )
+    with pytest.raises(NoLocalSignalError, match="output column 2"):
+        classifier.explain_instance(training[0], one_class_flat, label=2)
+    assert classifier.explain_instance(training[0], one_class_flat, label=1).features[0] == 0

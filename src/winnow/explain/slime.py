@@ -7,11 +7,9 @@ whether the leading inactive feature's correlation with the residual really beat
 runner-up's. When it does not, the perturbation set grows to the size at which the observed gap
 would be significant (at most doubling, capped at ``n_max``) and selection starts again.
 
-Conventions follow ``lime.lime_tabular`` (continuous features, no discretisation) so results are
-comparable: gaussian samples scaled by the training standard deviations around the training mean
-(or the instance), distances on standardised data, kernel ``sqrt(exp(-d^2 / width^2))`` with
-``width = 0.75 sqrt(p)``, LARS on kernel-weighted centred data, and a ridge (alpha = 1) fitted on
-the selected features with the kernel weights.
+Conventions follow ``lime.lime_tabular`` (continuous features; ``lime_compat`` adds the rest):
+gaussian samples scaled by the training standard deviations, kernel ``sqrt(exp(-d^2 / w^2))``
+with ``w = 0.75 sqrt(p)``, LARS on kernel-weighted centred data, then a weighted ridge (alpha 1).
 
 The test at LARS step s (see :func:`compare_leading_features`). With kernel-weighted, centred
 standardised samples ``x_i``, response ``y_i`` and the residual ``r_i = y_i - x_i . beta_s`` of the
@@ -34,25 +32,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from pydantic import Field
 
 from winnow.common.config import Config, load_config
 from winnow.common.exceptions import ConfigError
-from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.exceptions import ExplainInputError, NoLocalSignalError
 
 __all__ = [
+    "PerturbationPool",
+    "PerturbationSample",
     "SlimeExplanation",
     "SlimeParams",
     "StableLimeExplainer",
     "StepTest",
     "compare_leading_features",
+    "fit_local_model",
     "lime_kernel",
     "mean_pairwise_jaccard",
     "required_sample_size",
     "select_with_tests",
+    "settle_selection",
 ]
 
 
@@ -90,10 +92,11 @@ class SlimeExplanation:
     """A local linear explanation with the record of how its sample size was chosen.
 
     ``features`` are column indices in LARS entry order, ``weights`` the ridge coefficients on
-    standardised features (``[num_features]``), ``tests`` every step test of every attempt, and
-    ``converged`` is False when ``n_max`` stopped the sample size from growing further.
-    ``n_samples`` is the final sample size, which is also the number of model evaluations:
-    a larger set extends the previous one rather than replacing it.
+    standardised features (``[len(features)]``; fewer than ``num_features`` only when the model
+    is exactly linear in fewer features near the instance), ``tests`` every step test of every
+    attempt (``rounds`` attempts in all), and ``converged`` is False when ``n_max`` stopped the
+    sample size from growing further. ``n_samples`` is the final sample size, which is also the
+    number of model evaluations: a larger set extends the previous one rather than replacing it.
     """
 
     @property
@@ -105,6 +108,11 @@ class SlimeExplanation:
         """Selected features by decreasing ``|weight|``, the order ``lime`` reports them in."""
         order = np.argsort(-np.abs(self.weights), kind="stable")
         return tuple(self.features[i] for i in order)
+
+    @property
+    def rounds(self) -> int:
+        """Attempts made: each failed test restarts LARS on a larger sample."""
+        return len({t.n for t in self.tests})
 
     features: tuple[int, ...]
     column_names: tuple[str, ...]
@@ -123,18 +131,9 @@ class SlimeExplanation:
 
     def test_table(self) -> list[dict]:
         """The per-step tests as rows (step, n, leading, runner-up, statistic, requested n)."""
+        names = self.column_names
         return [
-            {
-                "step": t.step,
-                "n": t.n,
-                "leading": self.column_names[t.leading],
-                "runner_up": self.column_names[t.runner_up],
-                "gap": t.gap,
-                "statistic": t.statistic,
-                "z": t.z,
-                "requested_n": t.requested_n,
-                "passed": t.passed,
-            }
+            {**asdict(t), "leading": names[t.leading], "runner_up": names[t.runner_up]}
             for t in self.tests
         ]
 
@@ -172,13 +171,15 @@ def compare_leading_features(
 ) -> tuple[int, int, float, float, float, bool]:
     """CLT test of the top two inactive features' correlation with the residual.
 
-    Parameters
-    ----------
-    x : [n, p] kernel-weighted, centred samples.
-    residual : [n] residual of the current LARS fit.
-    inactive : indices not yet in the model, at least two.
+    ``x: [n, p]`` kernel-weighted centred samples, ``residual: [n]`` of the current LARS fit,
+    ``inactive``: at least two indices not yet in the model. Returns ``(j1, j2, gap, T, z,
+    passed)`` as defined in the module docstring.
 
-    Returns ``(j1, j2, gap, T, z, passed)`` with the quantities defined in the module docstring.
+    Zero spread (every ``d_i`` equal) has no standard error to divide by. If the common value is
+    positive, every sample shows the leader ahead: ``z = +inf`` and the step passes. If it is
+    zero (for example two identical columns), the data carry no evidence for either order: an
+    exact tie, ``z = 0``, and the step fails, so the sample grows (doubling) and, if the tie is
+    real, the run ends at ``n_max`` with ``converged=False``.
     """
     inactive = np.asarray(inactive)
     n = x.shape[0]
@@ -188,8 +189,12 @@ def compare_leading_features(
     first, second = order[0], order[1]
     d = np.sign(means[first]) * products[:, first] - np.sign(means[second]) * products[:, second]
     gap = float(d.mean())
-    sd = float(d.std(ddof=1) / math.sqrt(n))
-    z = gap / sd if sd > 0 else math.inf
+    spread = float(d.std(ddof=1))
+    # Rounding leaves a spread of about 1e-16 |d| on equal values; below 1e-12 |d| it is zero.
+    if spread <= 1e-12 * float(np.abs(d).max()):
+        z = math.inf if gap > 0 else 0.0
+    else:
+        z = gap / (spread / math.sqrt(n))
     statistic = z - critical_value(alpha)
     return int(inactive[first]), int(inactive[second]), gap, statistic, z, statistic >= -tol
 
@@ -198,7 +203,7 @@ def required_sample_size(n: int, z: float, alpha: float, n_max: int) -> int:
     """Sample size at which the observed ``z`` would pass: ``n (z_crit / z)^2``.
 
     Grows by at most a factor of two per attempt and never beyond ``n_max``; at least ``n + 1``
-    so that a failed test always adds data.
+    (unless ``n >= n_max``) so that a failed test always adds data.
 
     >>> required_sample_size(1000, 1.5, 0.05, 10_000)
     1708
@@ -212,17 +217,22 @@ def select_with_tests(
 ) -> tuple[list[int], list[StepTest]]:
     """LARS entry order, with a test before each step up to the first failed one.
 
-    ``x: [n, p]`` and ``y: [n]`` are kernel-weighted and centred. Returns the first
+    ``x: [n, p]`` and ``y: [n]`` are kernel-weighted and centred. Returns at most
     ``num_features`` features in LARS entry order and the tests run (the last one failed, or
-    all passed).
+    all passed). Fewer features come back when the residual vanishes first (the model is exactly
+    linear in them near the instance): no feature enters after that, so there is no choice left
+    to test. A step with a single candidate left is not tested either.
     """
     from sklearn.linear_model import lars_path
 
     _, active, coefs = lars_path(x, y, method="lar", max_iter=num_features)
     n, p = x.shape
+    scale = float(np.linalg.norm(y))
     tests: list[StepTest] = []
-    for step in range(min(num_features, p - 1, coefs.shape[1])):
+    for step in range(min(len(active), p - 1)):
         residual = y - x @ coefs[:, step]
+        if np.linalg.norm(residual) <= 1e-9 * scale:
+            return [int(j) for j in active[:step]], tests
         inactive = [j for j in range(p) if j not in active[:step]]
         j1, j2, gap, statistic, z, passed = compare_leading_features(
             x, residual, inactive, alpha, tol
@@ -232,6 +242,127 @@ def select_with_tests(
         if not passed:
             break
     return [int(j) for j in active[:num_features]], tests
+
+
+@dataclass(frozen=True)
+class PerturbationSample:
+    """The first ``n`` perturbed rows around one instance; row 0 is the instance itself.
+
+    Shape: ``scaled: [n, p]`` the representation the local model is fitted on (standardised
+    values, or 0/1 "same value as the instance" indicators), ``outputs: [n, k]`` model outputs
+    (``k = 1`` in regression), ``weights: [n]`` kernel weights in [0, 1].
+    """
+
+    scaled: np.ndarray
+    outputs: np.ndarray
+    weights: np.ndarray
+
+
+class PerturbationPool:
+    """Perturbed rows drawn on demand, so that a larger sample extends a smaller one.
+
+    ``draw(count, first)`` returns ``(scaled, inputs)``, both ``[count, p]``, with row 0 the
+    instance when ``first``; ``predict(inputs)`` returns ``[count, k]`` outputs; ``weigh(scaled)``
+    returns ``[count]`` kernel weights. Each row goes to the model once, so ``calls`` is the
+    number of model evaluations however many labels or attempts read the pool.
+    """
+
+    def __init__(self, draw: Callable, predict: Callable, weigh: Callable):
+        self._draw, self._predict, self._weigh = draw, predict, weigh
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.calls = 0
+
+    def take(self, n: int) -> PerturbationSample:
+        """The first ``n`` rows, drawing and predicting the missing ones."""
+        if n > self.calls:
+            scaled, inputs = self._draw(n - self.calls, self.calls == 0)
+            self._chunks.append((scaled, self._predict(inputs), self._weigh(scaled)))
+            self.calls = n
+        return PerturbationSample(
+            *(np.concatenate(part)[:n] for part in zip(*self._chunks, strict=True))
+        )
+
+
+def weighted_centred(sample: PerturbationSample, column: int) -> tuple[np.ndarray, np.ndarray]:
+    """LIME's regression data: ``sqrt(w)``-weighted, weight-centred ``x: [n, p]`` and ``y: [n]``.
+
+    Raises :class:`NoLocalSignalError` when output ``column`` does not vary over the rows with
+    weight: LARS would select nothing and any weights would be arbitrary.
+    """
+    weights = sample.weights
+    responses = sample.outputs[:, column]
+    centre = np.average(responses, weights=weights)
+    spread = math.sqrt(np.average((responses - centre) ** 2, weights=weights))
+    if spread <= 1e-12 * abs(centre):
+        raise NoLocalSignalError(
+            f"predict_fn output column {column} is {centre:.6g} at all {len(responses)} "
+            "perturbed rows near the instance, so no feature explains it; fix: explain another "
+            "label, or widen the neighbourhood (kernel_width, sample_around_instance=False)"
+        )
+    root = np.sqrt(weights)[:, None]
+    x = (sample.scaled - np.average(sample.scaled, axis=0, weights=weights)) * root
+    return x, (responses - centre) * root[:, 0]
+
+
+def settle_selection(
+    pool: PerturbationPool, column: int, params: SlimeParams
+) -> tuple[PerturbationSample, list[int], list[StepTest]]:
+    """S-LIME's loop: select by LARS with tests; on a failed test, grow the sample and restart.
+
+    Starts at ``params.n_init`` rows of ``pool`` and stops when every step passes or the sample
+    reaches ``params.n_max``. Returns the final sample, the features in entry order and every
+    test of every attempt.
+    """
+    n, tests = params.n_init, []
+    while True:
+        sample = pool.take(n)
+        x, y = weighted_centred(sample, column)
+        features, attempt = select_with_tests(
+            x, y, params.num_features, params.alpha, params.tol, params.n_max
+        )
+        tests.extend(attempt)
+        if not attempt or attempt[-1].passed or attempt[-1].requested_n <= n:
+            return sample, features, tests
+        n = attempt[-1].requested_n
+
+
+def fit_local_model(
+    sample: PerturbationSample, column: int, features: Sequence[int], regressor=None
+) -> tuple[np.ndarray, float, float, float]:
+    """LIME's explanation: a kernel-weighted ridge (alpha 1) on the selected features.
+
+    ``regressor`` replaces the ridge (a scikit-learn regressor whose ``fit`` takes
+    ``sample_weight``; it is cloned, not changed). Returns ``(coef [len(features)], intercept,
+    prediction at the instance, weighted R^2)``.
+    """
+    from sklearn.base import clone
+    from sklearn.linear_model import Ridge
+
+    model = Ridge(alpha=1.0) if regressor is None else clone(regressor)
+    x, y = sample.scaled[:, list(features)], sample.outputs[:, column]
+    model.fit(x, y, sample_weight=sample.weights)
+    coef = np.array(model.coef_, dtype=float).ravel()
+    score = float(model.score(x, y, sample_weight=sample.weights))
+    return coef, float(np.ravel(model.intercept_)[0]), float(model.predict(x[:1]).ravel()[0]), score
+
+
+def model_outputs(predict_fn: Callable, inputs: np.ndarray, mode: str) -> np.ndarray:
+    """``predict_fn(inputs)`` as ``[n, k]``: ``k = 1`` in regression, class columns otherwise."""
+    out = np.asarray(predict_fn(inputs), dtype=float)
+    n = inputs.shape[0]
+    if mode == "regression":
+        if out.shape not in ((n,), (n, 1)):
+            raise ExplainInputError(
+                f"predict_fn returned shape {out.shape} in regression mode; expected "
+                f"({n},). Fix: pass model.predict, or mode='classification'"
+            )
+        return out.reshape(n, 1)
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ExplainInputError(
+            f"predict_fn returned shape {out.shape} in classification mode; expected "
+            "[n_samples, n_classes] probabilities. Fix: pass model.predict_proba"
+        )
+    return out
 
 
 class StableLimeExplainer:
@@ -245,6 +376,9 @@ class StableLimeExplainer:
     mode, n_init, n_max, alpha, tol, num_features, kernel_width, sample_around_instance,
     random_state : see :class:`SlimeParams`. ``random_state`` is used afresh on each call, so
         the same seed always gives the same explanation.
+
+    For ``lime``'s argument names and ``Explanation`` object, see
+    :class:`winnow.explain.lime_compat.LimeTabularExplainer`.
 
     Examples
     --------
@@ -289,7 +423,8 @@ class StableLimeExplainer:
 
         ``predict_fn`` maps ``[n, p]`` to ``[n]`` (regression) or ``[n, n_classes]`` class
         probabilities (classification, explaining ``label``, by default the predicted class).
-        ``random_state`` overrides the explainer's seed for this call.
+        ``random_state`` overrides the explainer's seed for this call. Raises
+        :class:`NoLocalSignalError` when the explained output is constant near ``data_row``.
         """
         params = self.params
         if params.num_features > self.n_features:
@@ -303,83 +438,46 @@ class StableLimeExplainer:
                 f"data_row has {row.shape[0]} features, training_data has {self.n_features}"
             )
         rng = np.random.default_rng(params.random_state if random_state is None else random_state)
-        samples = self._draw(row, params.n_init, rng, include_instance=True)
-        responses, label = self._responses(predict_fn, samples, label)
-        tests: list[StepTest] = []
-        while True:
-            x, y, weights, scaled = self._weighted(samples, responses)
-            features, attempt = select_with_tests(
-                x, y, params.num_features, params.alpha, params.tol, params.n_max
-            )
-            tests.extend(attempt)
-            n = samples.shape[0]
-            if attempt[-1].passed or n >= params.n_max:
-                break
-            extra = self._draw(row, attempt[-1].requested_n - n, rng, include_instance=False)
-            extra_responses, _ = self._responses(predict_fn, extra, label)
-            samples = np.vstack([samples, extra])
-            responses = np.concatenate([responses, extra_responses])
-        return self._fit_ridge(scaled, responses, weights, features, label, tests)
-
-    def _draw(
-        self, row: np.ndarray, count: int, rng: np.random.Generator, include_instance: bool
-    ) -> np.ndarray:
-        centre = row if self.params.sample_around_instance else self.mean_
-        samples = rng.normal(size=(count, self.n_features)) * self.scale_ + centre
-        if include_instance:
-            samples[0] = row
-        return samples
-
-    def _responses(
-        self, predict_fn: Callable, samples: np.ndarray, label: int | None
-    ) -> tuple[np.ndarray, int | None]:
-        out = np.asarray(predict_fn(samples), dtype=float)
-        if self.params.mode == "regression":
-            if out.ndim == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            if out.shape != (samples.shape[0],):
-                raise ExplainInputError(
-                    f"predict_fn returned shape {out.shape} in regression mode; expected "
-                    f"({samples.shape[0]},). Fix: pass model.predict, or mode='classification'"
-                )
-            return out, None
-        if out.ndim != 2:
-            raise ExplainInputError(
-                f"predict_fn returned shape {out.shape} in classification mode; expected "
-                "[n_samples, n_classes] probabilities. Fix: pass model.predict_proba"
-            )
-        if label is None:
-            label = int(np.argmax(out[0]))
-        if not 0 <= label < out.shape[1]:
-            raise ExplainInputError(f"label={label} is not a column of the {out.shape[1]} classes")
-        return out[:, label], label
-
-    def _weighted(self, samples: np.ndarray, responses: np.ndarray):
-        scaled = (samples - self.mean_) / self.scale_
-        distances = np.linalg.norm(scaled - scaled[0], axis=1)
-        weights = lime_kernel(distances, self.kernel_width)
-        root = np.sqrt(weights)[:, None]
-        x = (scaled - np.average(scaled, axis=0, weights=weights)) * root
-        y = (responses - np.average(responses, weights=weights)) * root[:, 0]
-        return x, y, weights, scaled
-
-    def _fit_ridge(self, scaled, responses, weights, features, label, tests):
-        from sklearn.linear_model import Ridge
-
-        model = Ridge(alpha=1.0, fit_intercept=True)
-        model.fit(scaled[:, features], responses, sample_weight=weights)
+        origin = (row - self.mean_) / self.scale_
+        pool = PerturbationPool(
+            lambda count, first: self._draw(row, count, rng, first),
+            lambda inputs: model_outputs(predict_fn, inputs, params.mode),
+            lambda scaled: lime_kernel(np.linalg.norm(scaled - origin, axis=1), self.kernel_width),
+        )
+        column = 0
+        if params.mode == "classification":
+            column = _check_label(pool.take(params.n_init).outputs, label)
+        sample, features, tests = settle_selection(pool, column, params)
+        coef, intercept, local_prediction, score = fit_local_model(sample, column, features)
         return SlimeExplanation(
             features=tuple(features),
             column_names=self.feature_names,
-            weights=model.coef_.copy(),
-            intercept=float(model.intercept_),
-            local_prediction=float(model.predict(scaled[:1, features])[0]),
-            score=float(model.score(scaled[:, features], responses, sample_weight=weights)),
-            label=label,
-            n_samples=scaled.shape[0],
-            converged=tests[-1].passed,
+            weights=coef,
+            intercept=intercept,
+            local_prediction=local_prediction,
+            score=score,
+            label=None if params.mode == "regression" else column,
+            n_samples=sample.scaled.shape[0],
+            converged=not tests or tests[-1].passed,
             tests=tuple(tests),
         )
+
+    def _draw(
+        self, row: np.ndarray, count: int, rng: np.random.Generator, first: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        centre = row if self.params.sample_around_instance else self.mean_
+        samples = rng.normal(size=(count, self.n_features)) * self.scale_ + centre
+        if first:
+            samples[0] = row
+        return (samples - self.mean_) / self.scale_, samples
+
+
+def _check_label(outputs: np.ndarray, label: int | None) -> int:
+    if label is None:
+        return int(np.argmax(outputs[0]))
+    if not 0 <= label < outputs.shape[1]:
+        raise ExplainInputError(f"label={label} is not a column of the {outputs.shape[1]} classes")
+    return int(label)
 
 
 def _finite_matrix(values: np.ndarray, name: str) -> np.ndarray:
