@@ -4,7 +4,8 @@ Pure functions of ``predictions`` (``[n_trees, n_points]``) and the :class:`Subs
 (which rows each tree saw), used by :mod:`winnow.explain.vforest`:
 
 - :func:`ij_v_variance`: the infinitesimal jackknife with the Monte-Carlo bias correction of
-  Wager, Hastie & Efron (2014), from sparse in-bag counts;
+  Wager, Hastie & Efron (2014), from sparse in-bag counts (and :func:`ij_v_half_variance`, the
+  same from half of the trees, which ``"ij_v_calibrated"`` needs);
 - :func:`internal_variance`: the grouped design of Mentch & Hooker (2016);
 - :func:`internal_corrected_variance`: the same with the within-group Monte-Carlo noise removed;
 - :func:`monte_carlo_variance`: the variance due to a finite number of trees, ``Var_b / B``.
@@ -31,6 +32,7 @@ __all__ = [
     "SubsampleDesign",
     "chunks",
     "draw_subsamples",
+    "ij_v_half_variance",
     "ij_v_variance",
     "internal_corrected_variance",
     "internal_variance",
@@ -52,11 +54,16 @@ class ForestVariance:
 
     ``sampling`` estimates the variance of the infinite-tree forest over training sets;
     ``monte_carlo`` is ``Var_b(t_b) / B``, the extra variance of a forest of ``B`` trees.
+    ``degenerate`` (bool, same shape) marks points where the trees disagree but the sampling
+    estimate came out at or below zero (and was clipped): there the interval rests on the
+    Monte-Carlo part alone and is too narrow. More trees (or ``variance="ij_v_calibrated"``)
+    fix it.
     """
 
     mean: np.ndarray
     sampling: np.ndarray
     monte_carlo: np.ndarray
+    degenerate: np.ndarray
 
     @property
     def total(self) -> np.ndarray:
@@ -67,6 +74,12 @@ class ForestVariance:
     def std(self) -> np.ndarray:
         """``sqrt(total)``, the standard error used by the intervals."""
         return np.sqrt(self.total)
+
+    def column(self, j: int) -> ForestVariance:
+        """Output ``j`` of ``[m, d]`` parts as ``[m]`` parts."""
+        return ForestVariance(
+            self.mean[:, j], self.sampling[:, j], self.monte_carlo[:, j], self.degenerate[:, j]
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,10 @@ def monte_carlo_variance(predictions: np.ndarray) -> np.ndarray:
 
 
 def ij_v_variance(
-    predictions: np.ndarray, design: SubsampleDesign, chunk_elements: int = CHUNK_ELEMENTS
+    predictions: np.ndarray,
+    design: SubsampleDesign,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    clip: bool = True,
 ) -> np.ndarray:
     """Bias-corrected infinitesimal-jackknife sampling variance of the forest prediction.
 
@@ -117,18 +133,38 @@ def ij_v_variance(
     ``Cov_b(N_i, t) = (1/B) sum_b N_ib (t_b - t_bar)`` is computed as the sparse product
     ``N^T (T - t_bar)`` in chunks of test points. For ``replace=False`` the result is multiplied
     by ``(n / (n - k))^2``, the finite-population factor of Wager & Athey (2018). With few trees
-    the corrected value can be negative; it is clipped at 0.
+    the corrected value can be negative; it is clipped at 0 unless ``clip`` is false.
 
     Args:
         predictions: ``[B, m]`` tree predictions.
         design: the subsample design; uses ``inbag`` and ``replace``.
         chunk_elements: bound on the entries of the dense ``[n, chunk]`` intermediate.
+        clip: clip negative estimates at 0.
 
     Returns:
-        ``[m]`` non-negative sampling variances.
+        ``[m]`` sampling variances.
     """
+    corrected = _ij_v_corrected(predictions, design.inbag, design, chunk_elements)
+    return np.clip(corrected, 0.0, None) if clip else corrected
+
+
+def ij_v_half_variance(
+    predictions: np.ndarray, design: SubsampleDesign, chunk_elements: int = CHUNK_ELEMENTS
+) -> np.ndarray:
+    """:func:`ij_v_variance` (unclipped) from the even-numbered half of the trees, ``[m]``.
+
+    The trees are i.i.d., so a fixed half is a random half; the calibration of
+    :mod:`winnow.explain.forest_calibration` reads the Monte-Carlo noise from its difference
+    with the full-forest estimate.
+    """
+    return _ij_v_corrected(predictions[::2], design.inbag[::2], design, chunk_elements)
+
+
+def _ij_v_corrected(
+    predictions: np.ndarray, inbag: sp.spmatrix, design: SubsampleDesign, chunk_elements: int
+) -> np.ndarray:
     n_trees, n_points = predictions.shape
-    inbag = sp.csr_matrix(design.inbag, dtype=np.float64)
+    inbag = sp.csr_matrix(inbag, dtype=np.float64)
     n_train = inbag.shape[1]
     count_mean = np.asarray(inbag.sum(axis=0)).ravel() / n_trees
     count_sq_mean = np.asarray(inbag.multiply(inbag).sum(axis=0)).ravel() / n_trees
@@ -143,7 +179,7 @@ def ij_v_variance(
     corrected = raw - total_count_var * centered.var(axis=0) / n_trees
     if not design.replace:
         corrected *= (n_train / (n_train - design.subsample_size)) ** 2
-    return np.clip(corrected, 0.0, None)
+    return corrected
 
 
 def _grouped(predictions: np.ndarray, design: SubsampleDesign) -> np.ndarray:
@@ -163,7 +199,9 @@ def _grouped(predictions: np.ndarray, design: SubsampleDesign) -> np.ndarray:
     return predictions[order].reshape(len(labels), sizes[0], predictions.shape[1])
 
 
-def internal_variance(predictions: np.ndarray, design: SubsampleDesign) -> np.ndarray:
+def internal_variance(
+    predictions: np.ndarray, design: SubsampleDesign, clip: bool = True
+) -> np.ndarray:
     """Mentch-Hooker internal estimate of the sampling variance from the grouped design.
 
     Every tree of group ``g`` shares one forced training row. With ``G`` groups of ``t`` trees,
@@ -177,6 +215,7 @@ def internal_variance(predictions: np.ndarray, design: SubsampleDesign) -> np.nd
     Args:
         predictions: ``[B, m]`` tree predictions.
         design: the grouped subsample design (``groups`` set, equal group sizes).
+        clip: accepted so every estimator has one signature; a variance is never negative.
 
     Returns:
         ``[m]`` sampling variances.
@@ -186,12 +225,14 @@ def internal_variance(predictions: np.ndarray, design: SubsampleDesign) -> np.nd
     return design.subsample_size**2 / design.n_train * zeta_1
 
 
-def internal_corrected_variance(predictions: np.ndarray, design: SubsampleDesign) -> np.ndarray:
+def internal_corrected_variance(
+    predictions: np.ndarray, design: SubsampleDesign, clip: bool = True
+) -> np.ndarray:
     """:func:`internal_variance` with ``zeta_1`` freed of the within-group Monte-Carlo noise.
 
     A group mean of ``t`` trees varies by ``zeta_1`` plus its own Monte-Carlo noise, so::
 
-        zeta_1 = max(Var_g(group means) - mean_g Var_within(g) / t, 0)
+        zeta_1 = Var_g(group means) - mean_g Var_within(g) / t     (clipped at 0 if ``clip``)
         V      = (k^2 / n) * zeta_1
 
     with sample variances (``ddof=1``), which makes the subtraction unbiased.
@@ -199,20 +240,23 @@ def internal_corrected_variance(predictions: np.ndarray, design: SubsampleDesign
     Args:
         predictions: ``[B, m]`` tree predictions.
         design: the grouped subsample design (``groups`` set, equal group sizes).
+        clip: clip a negative ``zeta_1`` at 0.
 
     Returns:
-        ``[m]`` non-negative sampling variances.
+        ``[m]`` sampling variances.
     """
     grouped = _grouped(predictions, design)
     trees_per_group = grouped.shape[1]
     between = grouped.mean(axis=1).var(axis=0, ddof=1)
     within = grouped.var(axis=1, ddof=1).mean(axis=0)
-    zeta_1 = np.clip(between - within / trees_per_group, 0.0, None)
+    zeta_1 = between - within / trees_per_group
+    zeta_1 = np.clip(zeta_1, 0.0, None) if clip else zeta_1
     return design.subsample_size**2 / design.n_train * zeta_1
 
 
-SAMPLING_VARIANCE: dict[str, Callable[[np.ndarray, SubsampleDesign], np.ndarray]] = {
+SAMPLING_VARIANCE: dict[str, Callable[..., np.ndarray]] = {
     "ij_v": ij_v_variance,
+    "ij_v_calibrated": ij_v_variance,
     "internal": internal_variance,
     "internal_corrected": internal_corrected_variance,
 }

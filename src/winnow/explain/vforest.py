@@ -4,12 +4,14 @@ A forest whose trees are each grown on ``k`` rows drawn *with* replacement from 
 rows is a V-statistic; it is asymptotically normal, so a variance estimate gives a confidence
 interval for the expected forest prediction (Zhou, Mentch & Hooker, JMLR 22(287), 2021).
 
-Three sampling-variance estimators are available, each a pure function of the tree predictions
+Four sampling-variance estimators are available, each a pure function of the tree predictions
 and the subsample design (:mod:`winnow.explain.forest_variance`, re-exported here), chosen by
 the ``variance`` parameter:
 
 - ``"ij_v"``: the infinitesimal jackknife with the Monte-Carlo bias correction of Wager, Hastie
   & Efron (2014), computed from sparse in-bag counts;
+- ``"ij_v_calibrated"``: the same, with each point's estimate replaced by its empirical-Bayes
+  posterior mean over the batch (:mod:`winnow.explain.forest_calibration`);
 - ``"internal"``: the grouped design of Mentch & Hooker (2016);
 - ``"internal_corrected"``: the same with the within-group Monte-Carlo noise removed from zeta_1.
 
@@ -26,6 +28,7 @@ The variance due to a finite number of trees, ``Var_b(t_b) / B``, is reported se
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -40,6 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.forest_calibration import MIN_CALIBRATION_POINTS, calibrate_variances
 from winnow.explain.forest_variance import (
     CHUNK_ELEMENTS,
     GROUPED_VARIANCES,
@@ -48,6 +52,7 @@ from winnow.explain.forest_variance import (
     SubsampleDesign,
     chunks,
     draw_subsamples,
+    ij_v_half_variance,
     ij_v_variance,
     internal_corrected_variance,
     internal_variance,
@@ -246,21 +251,42 @@ class _BaseVForest(BaseEstimator):
             self.inbag_, self.subsample_size_, bool(self.replace), self.tree_groups_
         )
         estimate = SAMPLING_VARIANCE[self.variance]
+        calibrate = self.variance == "ij_v_calibrated"
         per_row = len(self.estimators_) * self._n_outputs()
-        mean, sampling, monte_carlo = [], [], []
+        mean, raw, half, monte_carlo = [], [], [], []
         for rows in chunks(X.shape[0], max(1, CHUNK_ELEMENTS // per_row)):
             outputs = self._forest_outputs(X[rows])
             flat = outputs.reshape(outputs.shape[0], -1)
             shape = outputs.shape[1:]
             mean.append(flat.mean(axis=0).reshape(shape))
-            sampling.append(estimate(flat, design).reshape(shape))
+            raw.append(estimate(flat, design, clip=False).reshape(shape))
             monte_carlo.append(monte_carlo_variance(flat).reshape(shape))
-        return ForestVariance(
-            np.concatenate(mean), np.concatenate(sampling), np.concatenate(monte_carlo)
-        )
+            if calibrate:
+                half.append(ij_v_half_variance(flat, design).reshape(shape))
+        raw, monte_carlo = np.concatenate(raw), np.concatenate(monte_carlo)
+        sampling = np.clip(raw, 0.0, None)
+        if calibrate:
+            sampling = _calibrated(raw, np.concatenate(half), sampling)
+        degenerate = (raw <= 0) & (monte_carlo > 0)
+        return ForestVariance(np.concatenate(mean), sampling, monte_carlo, degenerate)
 
     def _n_outputs(self) -> int:
         return 1
+
+
+def _calibrated(raw: np.ndarray, half: np.ndarray, clipped: np.ndarray) -> np.ndarray:
+    """Calibrate each output column over the batch; too small a batch keeps ``clipped``."""
+    columns = [calibrate_variances(raw[:, j], half[:, j]) for j in range(raw.shape[1])]
+    if any(column is None for column in columns):
+        warnings.warn(
+            f"variance='ij_v_calibrated' needs at least {MIN_CALIBRATION_POINTS} test points to "
+            f"fit its prior, got {raw.shape[0]}; these variances are not calibrated. Fix: "
+            "predict the whole test set in one call",
+            UserWarning,
+            stacklevel=4,
+        )
+        return clipped
+    return np.stack(columns, axis=1)
 
 
 def _normal_quantile(alpha) -> float:
@@ -283,9 +309,11 @@ _PARAMETERS_DOC = """
     replace : bool, default=True
         Draw each subsample with replacement (a V-statistic; counts ~ Multinomial(k, 1/n)) or
         without (a U-statistic; counts in {0, 1}, and ``k <= n`` is required).
-    variance : {"ij_v", "internal", "internal_corrected"}, default="ij_v"
-        Sampling-variance estimator. The internal ones change how the forest is grown: trees
-        come in groups sharing one forced training row (Mentch & Hooker 2016).
+    variance : {"ij_v", "ij_v_calibrated", "internal", "internal_corrected"}, default="ij_v"
+        Sampling-variance estimator. ``"ij_v_calibrated"`` shrinks each point's IJ estimate
+        toward the batch's empirical-Bayes prior, which needs 20 or more test points per call
+        (:mod:`winnow.explain.forest_calibration`). The internal ones change how the forest is
+        grown: trees come in groups sharing one forced training row (Mentch & Hooker 2016).
     n_groups : int or None, default=None
         Groups for the internal estimators, in ``[2, n_estimators // 2]``; None uses
         ``round(sqrt(n_estimators))``, which balances the number of groups (precision of
@@ -352,9 +380,7 @@ class VForestRegressor(RegressorMixin, _BaseVForest):
     def prediction_variance(self, X) -> ForestVariance:
         """Mean and variance parts of the forest prediction at ``X [m, p]``, each ``[m]``."""
         estimate = self._variance_outputs(X)
-        return ForestVariance(
-            estimate.mean[:, 0], estimate.sampling[:, 0], estimate.monte_carlo[:, 0]
-        )
+        return estimate.column(0)
 
     def predict_interval(self, X, alpha: float = 0.05) -> np.ndarray:
         """Normal ``1 - alpha`` interval for the expected forest prediction: ``[m, 2]`` (lo, hi).
