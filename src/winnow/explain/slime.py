@@ -19,13 +19,10 @@ LARS fit after s steps, let ``j1, j2`` be the inactive features with the largest
 ``var(d) / n`` by the CLT, and ``z = D / sqrt(var(d) / n)``. The step passes when
 ``T = z - z_crit >= -tol``.
 
-Two deliberate departures from the reference code. (1) Because j1 and j2 are ordered by the
-same data, a one-sided test at ``z_{1-alpha}`` (the paper's choice) rejects a true tie with
-probability about ``2 alpha``; winnow uses ``z_crit = z_{1-alpha/2}`` so the type-I error is
-``alpha``. (2) The reference compares the unstandardised ``D - z_crit sd`` with ``-tol``, so what
-``tol`` means depends on the scale of the model's output (with class probabilities,
-``tol = 1e-3`` passes every step); winnow applies ``tol`` to the standardised statistic. When a
-step fails, the sample size at which the observed ``z`` would pass is ``n (z_crit / z)^2``.
+Departures from the reference code: (1) j1 and j2 are ordered by the same data, so the paper's
+one-sided ``z_{1-alpha}`` passes a true tie with probability about ``2 alpha``; winnow uses
+``z_crit = z_{1-alpha/2}``. (2) ``tol`` applies to the standardised statistic, not to
+``D - z_crit sd``, whose scale is the model output's. A failed step asks for ``n (z_crit / z)^2``.
 """
 
 from __future__ import annotations
@@ -49,6 +46,7 @@ __all__ = [
     "StableLimeExplainer",
     "StepTest",
     "compare_leading_features",
+    "explain_column",
     "fit_local_model",
     "lime_kernel",
     "mean_pairwise_jaccard",
@@ -346,10 +344,27 @@ def fit_local_model(
     return coef, float(np.ravel(model.intercept_)[0]), float(model.predict(x[:1]).ravel()[0]), score
 
 
+def explain_column(
+    pool: PerturbationPool,
+    column: int,
+    params: SlimeParams,
+    column_names: Sequence[str],
+    label: int | None,
+    regressor=None,
+) -> SlimeExplanation:
+    """Settle the sample size for output ``column``, then fit the explanation on that sample."""
+    sample, features, tests = settle_selection(pool, column, params)
+    coef, intercept, local, score = fit_local_model(sample, column, features, regressor)
+    converged = not tests or tests[-1].passed
+    n, names = sample.scaled.shape[0], tuple(column_names)
+    return SlimeExplanation(
+        tuple(features), names, coef, intercept, local, score, label, n, converged, tuple(tests)
+    )
+
+
 def model_outputs(predict_fn: Callable, inputs: np.ndarray, mode: str) -> np.ndarray:
     """``predict_fn(inputs)`` as ``[n, k]``: ``k = 1`` in regression, class columns otherwise."""
-    out = np.asarray(predict_fn(inputs), dtype=float)
-    n = inputs.shape[0]
+    out, n = np.asarray(predict_fn(inputs), dtype=float), inputs.shape[0]
     if mode == "regression":
         if out.shape not in ((n,), (n, 1)):
             raise ExplainInputError(
@@ -377,8 +392,7 @@ class StableLimeExplainer:
     random_state : see :class:`SlimeParams`. ``random_state`` is used afresh on each call, so
         the same seed always gives the same explanation.
 
-    For ``lime``'s argument names and ``Explanation`` object, see
-    :class:`winnow.explain.lime_compat.LimeTabularExplainer`.
+    lime's argument names and result: :class:`~winnow.explain.lime_compat.LimeTabularExplainer`.
 
     Examples
     --------
@@ -447,20 +461,8 @@ class StableLimeExplainer:
         column = 0
         if params.mode == "classification":
             column = _check_label(pool.take(params.n_init).outputs, label)
-        sample, features, tests = settle_selection(pool, column, params)
-        coef, intercept, local_prediction, score = fit_local_model(sample, column, features)
-        return SlimeExplanation(
-            features=tuple(features),
-            column_names=self.feature_names,
-            weights=coef,
-            intercept=intercept,
-            local_prediction=local_prediction,
-            score=score,
-            label=None if params.mode == "regression" else column,
-            n_samples=sample.scaled.shape[0],
-            converged=not tests or tests[-1].passed,
-            tests=tuple(tests),
-        )
+        label = None if params.mode == "regression" else column
+        return explain_column(pool, column, params, self.feature_names, label)
 
     def _draw(
         self, row: np.ndarray, count: int, rng: np.random.Generator, first: bool
