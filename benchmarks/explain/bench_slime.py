@@ -220,24 +220,24 @@ def summarise(results: dict) -> dict:
 def plot(results: dict):
     from matplotlib.figure import Figure
 
-    styles = {
-        "lime": ("LIME, 1,000", "tab:blue", "-"),
-        "lime_at_slime_calls": ("LIME at S-LIME's calls", "tab:blue", "--"),
-        "slime_equal_calls": ("S-LIME, n_max 1,000", "tab:red", "-"),
-        "slime": ("S-LIME default", "tab:red", "--"),
-        "lar_fixed": ("fixed 1,000, LARS (control)", "tab:gray", ":"),
+    styles = {  # the control is drawn small on top: it coincides with S-LIME at n_max 1,000
+        "lime": ("LIME, 1,000", "tab:blue", "-", "o"),
+        "lime_at_slime_calls": ("LIME at S-LIME's calls", "tab:blue", "--", "s"),
+        "slime_equal_calls": ("S-LIME, n_max 1,000", "tab:red", "-", "o"),
+        "slime": ("S-LIME default", "tab:red", "--", "s"),
+        "lar_fixed": ("fixed 1,000, LARS (control)", "tab:gray", ":", "x"),
     }
     figure = Figure(figsize=(4.2 * len(results), 4.0), layout="constrained")
     axes = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
     for ax, (name, arms) in zip(axes, results.items(), strict=True):
-        for arm, (label, color, style) in styles.items():
+        for arm, (label, color, line, marker) in styles.items():
             calls = arms[arm]["mean_calls"]
             ax.plot(
                 KS,
                 arms[arm]["jaccard"],
-                style,
+                line,
                 color=color,
-                marker="o",
+                marker=marker,
                 label=f"{label} ({calls:,.0f})",
             )
         ax.axhline(0.95, color="black", linewidth=0.6)
