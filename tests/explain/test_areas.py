@@ -12,10 +12,10 @@ from winnow.explain.areas import (
     area_features,
     label_contexts,
     load_tracts,
-    read_table,
     sum_to_units,
 )
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.inputs import read_table
 
 REPEATED_TRACT = 17031081403  # listed twice for area 8 in the shipped crosswalk
 

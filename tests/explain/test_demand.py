@@ -152,7 +152,11 @@ def synthetic_trips(path, count: int, seed: int = 0):
     return write_csv(path, trips)
 
 
-def test_raw_trips_end_to_end_with_trip_attributes(tmp_path):
+def test_raw_trips_end_to_end_with_trip_attributes(tmp_path, monkeypatch):
+    from winnow.explain import plots
+
+    marked = []
+    monkeypatch.setattr(plots, "mark_synthetic", marked.append)
     trips = synthetic_trips(tmp_path / "trips.csv", 3000)
     settings = config(
         *FAST,
@@ -161,6 +165,8 @@ def test_raw_trips_end_to_end_with_trip_attributes(tmp_path):
         "families={built_environment: [pop_density_km2, job_density_km2, distance_to_loop_km],"
         " socio_demographic: [share_hh_zero_veh, median_income],"
         " trip_attributes: [mean_trip_miles, mean_fare, share_shared_authorized]}",
+        "placebo.refits=4",
+        "synthetic=true",
     )
     report = run_job("demand", settings, root=tmp_path / "runs", quiet=True)
     run = report.parent
@@ -169,14 +175,20 @@ def test_raw_trips_end_to_end_with_trip_attributes(tmp_path):
     for row in summary["family_shares"]:
         total = row["built_environment"] + row["socio_demographic"] + row["trip_attributes"]
         assert total == pytest.approx(1.0)
+        assert 0 <= row["trip_attributes_placebo_lower"] <= row["trip_attributes_placebo_upper"]
     plots = sorted(p.name for p in (run / "plots").iterdir())
     assert plots == [
         "demand_ale.png",
         "demand_family_shares.png",
         "demand_map.png",
         "demand_pd.png",
+        "demand_placebo_trip_attributes.png",
     ]
-    assert "Importance by feature family" in (run / "report.md").read_text()
+    assert len(marked) == len(plots)  # every figure carries the SYNTHETIC title
+    text = (run / "report.md").read_text()
+    assert text.startswith("# SYNTHETIC DATA: ") and "**SYNTHETIC DATA: the trips" in text
+    assert "Importance by feature family" in text and "#### Placebo: trip attributes" in text
+    assert "real above placebo" in text
 
 
 def test_origin_destination_table_has_both_ends_and_contexts_by_either_end(tmp_path):

@@ -17,8 +17,8 @@ import pandas as pd
 from pydantic import Field
 
 from winnow.common.config import Config
-from winnow.common.data import data_file
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.inputs import read_table
 
 __all__ = [
     "CONTEXTS",
@@ -28,7 +28,6 @@ __all__ = [
     "area_features",
     "label_contexts",
     "load_tracts",
-    "read_table",
     "sum_to_units",
 ]
 
@@ -101,27 +100,6 @@ class JoinLog:
                 "action": action if unmatched else "",
             }
         )
-
-
-def read_table(path: str, columns: list[str], what: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file and check that ``columns`` are there."""
-    resolved = data_file(path)
-    if resolved.suffix == ".parquet":
-        frame = pd.read_parquet(resolved)
-    elif resolved.suffix == ".csv":
-        frame = pd.read_csv(resolved)
-    else:
-        raise ExplainInputError(
-            f"{what}: {resolved} is a {resolved.suffix or 'suffix-less'} file; "
-            "give a .csv or .parquet file"
-        )
-    absent = [c for c in columns if c not in frame.columns]
-    if absent:
-        raise ExplainInputError(
-            f"{what}: columns {absent} are not in {resolved} "
-            f"(it has: {', '.join(map(str, frame.columns))}); fix the file or the path"
-        )
-    return frame
 
 
 def load_tracts(files: CensusFiles, log: JoinLog) -> pd.DataFrame:

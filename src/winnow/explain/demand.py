@@ -29,15 +29,16 @@ from winnow.explain.areas import (
     area_features,
     label_contexts,
     load_tracts,
-    read_table,
     sum_to_units,
 )
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.inputs import read_table
 from winnow.explain.trips import TripSource, aggregate_trips
 
 __all__ = [
     "DemandJobConfig",
     "DemandTable",
+    "PlaceboParams",
     "build_demand_table",
 ]
 
@@ -113,6 +114,17 @@ def _default_families() -> dict[str, list[str]]:
     }
 
 
+class PlaceboParams(Config):
+    """Refits with one family's values shuffled across units: the share it gets as noise."""
+
+    families: list[str] | None = Field(
+        None,
+        description="families to shuffle, one at a time; default: trip_attributes when it is "
+        "one of `families` (a unit's mean over few trips can carry its trip count), else none",
+    )
+    refits: int = Field(20, ge=0, description="shuffled refits per family and model; 0: none")
+
+
 class DemandJobConfig(Config):
     """``winnow explain demand``: demand per unit explained by feature family and context."""
 
@@ -141,6 +153,10 @@ class DemandJobConfig(Config):
         300, ge=10, description="rows per context (seeded sample) whose ICE/ALE make the curves"
     )
     curves: int = Field(4, ge=1, description="effect curves drawn: the most important features")
+    placebo: PlaceboParams = PlaceboParams()
+    synthetic: bool = Field(
+        False, description="the trips are made up (make_trips.py): the report and plots say so"
+    )
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -154,7 +170,21 @@ class DemandJobConfig(Config):
                 if name in seen:
                     raise ValueError(f"feature {name!r} is in families {seen[name]} and {family}")
                 seen[name] = family
+        unknown = sorted(set(self.placebo.families or []) - set(self.families))
+        if unknown:
+            raise ValueError(
+                f"placebo.families {unknown} are not in families ({', '.join(self.families)})"
+            )
         return self
+
+    @property
+    def placebo_families(self) -> list[str]:
+        """The families the placebo shuffles (``placebo.families``, or its default)."""
+        if self.placebo.refits == 0:
+            return []
+        if self.placebo.families is not None:
+            return list(self.placebo.families)
+        return [name for name in self.families if name == "trip_attributes"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +254,12 @@ def build_demand_table(config: DemandJobConfig) -> DemandTable:
 def _load_counts(source: DemandSource) -> tuple[pd.DataFrame, dict]:
     if source.trips is not None:
         result = aggregate_trips(source.trips)
+        if result.table.empty:
+            trips = source.trips
+            raise ExplainInputError(
+                f"source.trips: no trip in {trips.paths} ({result.rows_read} rows) starts in "
+                f"Chicago within [{trips.start}, {trips.end}); check the files or the window"
+            )
         summary = {
             name: getattr(result, name)
             for name in (

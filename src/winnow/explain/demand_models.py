@@ -5,11 +5,15 @@ also gets a model of its own. Every scope is refitted on ``bootstrap`` resamples
 (stratified by context, so a small context keeps its size) and each refit is explained on the
 original rows of the contexts it covers: SHAP family shares, partial dependence and ALE on the
 grid shared by all contexts. Percentiles of the replicates give the intervals.
+
+Placebo: each family of ``config.placebo_families`` is also refitted ``placebo.refits`` times
+with its columns shuffled across the scope's rows. The share it keeps is what the model gives
+to noise of that shape; a real share inside that range is no evidence of an effect.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -24,7 +28,9 @@ from winnow.explain.effects import (
     family_shares,
     ice_curves,
     percentile_interval,
+    permutation_p_value,
     shared_grid,
+    shuffle_columns,
 )
 
 __all__ = [
@@ -38,8 +44,10 @@ __all__ = [
 ]
 
 ALL_ROWS = "all"
-# Seed stream of the curve-row sample, apart from the bootstrap streams 0..bootstrap-1.
+# Seed streams of the curve-row sample and the placebo shuffles, apart from the bootstrap
+# streams 0..bootstrap-1.
 CURVE_STREAM = 2**31 - 1
+PLACEBO_STREAM = 2**31 - 2
 
 
 def _boosting(config: DemandJobConfig, seed: int):
@@ -91,6 +99,7 @@ class ContextExplanation:
     ``pd_boot[j]: [B, G_j]``; shares map family -> point, ``share_boot`` family -> ``[B]``.
     ``support[j]: [G_j] bool`` marks the grid points inside the range of the context's own
     values of feature j: outside it, ALE has no data and partial dependence extrapolates.
+    ``placebo[f]: [R]`` is family f's share in each refit with f shuffled across units.
     """
 
     context: str
@@ -104,10 +113,19 @@ class ContextExplanation:
     ale_boot: list[np.ndarray]
     importance: np.ndarray
     support: list[np.ndarray]
+    placebo: dict[str, np.ndarray] = field(default_factory=dict)
 
     def share_interval(self, family: str, alpha: float) -> tuple[float, float]:
         lower, upper = percentile_interval(self.share_boot[family], alpha)
         return float(lower), float(upper)
+
+    def placebo_interval(self, family: str, alpha: float) -> tuple[float, float]:
+        lower, upper = percentile_interval(self.placebo[family], alpha)
+        return float(lower), float(upper)
+
+    def placebo_p_value(self, family: str) -> float:
+        """How often a shuffled refit gave the family at least its real share."""
+        return permutation_p_value(self.shares[family], self.placebo[family])
 
 
 @dataclass
@@ -181,10 +199,9 @@ def analyse_demand(
     out_of_fold = cross_val_predict(_boosting(config, config.seed), table.X, table.y, cv=folds)
     grids = [shared_grid(table.X[:, j], config.grid_points) for j in range(table.X.shape[1])]
     scopes = _scopes(table, config)
+    fits = 1 + config.bootstrap + config.placebo.refits * len(config.placebo_families)
     explained = {}
-    with track_progress(
-        "demand bootstrap", total=len(scopes) * (config.bootstrap + 1), quiet=quiet
-    ) as bar:
+    with track_progress("demand bootstrap", total=len(scopes) * fits, quiet=quiet) as bar:
         for scope, fit_rows in scopes.items():
             contexts = [ALL_ROWS, *_present_contexts(table)] if scope == ALL_ROWS else [scope]
             explained[scope] = _explain_scope(table, config, fit_rows, contexts, grids, bar)
@@ -215,6 +232,7 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
         sample = _stratified_resample(fit_rows, table.contexts[fit_rows], rng)
         replicates.append(explain(_fit(table, config, sample, config.seed + 1 + b)))
         bar.advance(1)
+    placebo = _placebo(table, config, fit_rows, where, bar)
     out = {}
     for context in contexts:
         shares, pd, ale, importance = point[context]
@@ -234,8 +252,28 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
                 data_support(X[curves["curve_at"]][curves["curve_where"][context], j], g)
                 for j, g in enumerate(grids)
             ],
+            placebo={family: found[context] for family, found in placebo.items()},
         )
     return out
+
+
+def _placebo(table, config, fit_rows, where, bar) -> dict[str, dict[str, np.ndarray]]:
+    """Per placebo family and context, the family's SHAP share in each refit with its columns
+    shuffled across ``fit_rows`` (one joint permutation per refit; the model seed is the point
+    fit's, so only the shuffle differs)."""
+    X, y = table.X[fit_rows], table.y[fit_rows]
+    found = {}
+    for k, family in enumerate(config.placebo_families):
+        shares = {context: np.empty(config.placebo.refits) for context in where}
+        for r in range(config.placebo.refits):
+            rng = np.random.default_rng([config.seed, PLACEBO_STREAM, k, r])
+            shuffled = shuffle_columns(X, table.families[family], rng)
+            values, _ = shap_values(_boosting(config, config.seed).fit(shuffled, y), shuffled)
+            for context, rows in where.items():
+                shares[context][r] = family_shares(values[rows], table.families)[family]
+            bar.advance(1)
+        found[family] = shares
+    return found
 
 
 def _fit(table: DemandTable, config: DemandJobConfig, rows: np.ndarray, seed: int):

@@ -16,6 +16,7 @@ __all__ = ["demand_section"]
 
 # Built-environment share of SHAP importance reported by Zhang et al. (arXiv 2209.07980).
 REFERENCE_BUILT_ENVIRONMENT = {"airport": 0.50, "downtown": 0.47, "neighborhood": 0.41}
+SYNTHETIC = "SYNTHETIC DATA"
 
 
 def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) -> ReportSection:
@@ -24,7 +25,7 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
     analysis = analyse_demand(table, config, quiet)
     shares = _share_rows(analysis, config.alpha)
     top = _top_features(analysis, config.curves)
-    plots = _draw(analysis, run, shares, top, config.alpha)
+    plots = _draw(analysis, run, shares, top, config)
     heterogeneity = sorted(
         analysis.heterogeneity,
         key=lambda row: -np.nansum([row["pd_share_differing"], row["ale_share_differing"]]),
@@ -39,7 +40,9 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
         "joins": table.joins.entries,
         "cv": analysis.metrics,
         "family_shares": shares,
+        "placebo": {"families": config.placebo_families, "refits": config.placebo.refits},
         "heterogeneity": heterogeneity,
+        "synthetic": config.synthetic,
     }
     markdown = "\n".join(
         [
@@ -53,7 +56,8 @@ def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) ->
             f"{config.cv_folds}-fold cross-validation of `{table.target_name}`. LightGBM is the "
             "explained model; the random forest and ridge regression are references.\n",
             markdown_table(analysis.metrics, digits=3),
-            _shares_markdown(shares, plots["shares"], config.alpha),
+            _shares_markdown(shares, list(table.families), plots["family_shares"], config.alpha),
+            *(_placebo_markdown(shares, f, plots, config) for f in config.placebo_families),
             _curves_markdown(plots, top),
             "#### Where effects differ between contexts\n\nCentred pooled-model curves of two "
             f"contexts are compared at each grid point; *differs on* lists the ranges where the "
@@ -113,6 +117,12 @@ def _intro(analysis: DemandAnalysis, config: DemandJobConfig) -> str:
     counts = _counts(table.contexts)
     small = {c: n for c, n in counts.items() if n < config.min_context_rows}
     text = (
+        f"**{SYNTHETIC}: the trips are made up (make_trips.py or a test), not observed. "
+        "Every number below describes the generator, not Chicago.**\n\n"
+        if config.synthetic
+        else ""
+    )
+    text += (
         f"Demand unit: {table.unit} by {table.level.replace('_', ' ')}, {len(table.y)} rows "
         f"({', '.join(f'{c}: {n}' for c, n in counts.items())}); target `{table.target_name}`; "
         f"{config.bootstrap} bootstrap refits per model for the intervals. Source: "
@@ -143,14 +153,19 @@ def _share_rows(analysis: DemandAnalysis, alpha: float) -> list[dict]:
             row[family] = share
             row[f"{family}_lower"] = lower
             row[f"{family}_upper"] = upper
+        for family in explanation.placebo:
+            lower, upper = explanation.placebo_interval(family, alpha)
+            row[f"{family}_placebo"] = float(np.mean(explanation.placebo[family]))
+            row[f"{family}_placebo_lower"] = lower
+            row[f"{family}_placebo_upper"] = upper
+            row[f"{family}_placebo_p"] = explanation.placebo_p_value(family)
         order = np.argsort(-explanation.importance)[:3]
         row["top_features"] = ", ".join(analysis.table.feature_names[j] for j in order)
         rows.append(row)
     return rows
 
 
-def _shares_markdown(rows: list[dict], plot: str, alpha: float) -> str:
-    families = [k for k in rows[0] if k + "_lower" in rows[0]]
+def _shares_markdown(rows: list[dict], families: list[str], plot: str, alpha: float) -> str:
     shown = [
         {
             "context": row["context"],
@@ -177,49 +192,95 @@ def _shares_markdown(rows: list[dict], plot: str, alpha: float) -> str:
     )
 
 
+def _placebo_markdown(rows: list[dict], family: str, plots: dict, config) -> str:
+    """Real against placebo share of one family, and where the real one is not above."""
+    level = f"{100 * (1 - config.alpha):.0f}%"
+    shown, weak = [], []
+    for row in rows:
+        above = row[family] > row[f"{family}_placebo_upper"]
+        if not above:
+            weak.append(f"{row['context']} ({row['model']})")
+        shown.append(
+            {
+                "context": row["context"],
+                "rows": row["rows"],
+                "model": row["model"],
+                "real share": f"{row[family]:.2f} "
+                f"[{row[family + '_lower']:.2f}, {row[family + '_upper']:.2f}]",
+                "placebo share": f"{row[family + '_placebo']:.2f} "
+                f"[{row[family + '_placebo_lower']:.2f}, {row[family + '_placebo_upper']:.2f}]",
+                "p": row[f"{family}_placebo_p"],
+                "real above placebo": "yes" if above else "**no**",
+            }
+        )
+    name = family.replace("_", " ")
+    verdict = (
+        f"**The real {name} share is not above the placebo's {level} interval in: "
+        f"{', '.join(weak)}.** There the model gives {name} no more importance than it gives "
+        "the same values shuffled across units: no evidence that they matter."
+        if weak
+        else f"The real {name} share is above the placebo's {level} interval everywhere. That "
+        "says the values carry information about the target, not why: a unit's mean over few "
+        "trips is noisier where there are fewer trips, so it can encode the count itself."
+    )
+    return (
+        f"#### Placebo: {name}\n\nThe models are refitted {config.placebo.refits} times with "
+        f"the {name} columns shuffled jointly across units (same model seed): the share they "
+        f"keep is what the model gives to noise of their shape. Real share with its {level} "
+        f"bootstrap interval; placebo share as the mean and {level} range of the refits; *p* is "
+        "the share of refits (plus one) whose placebo share reached the real one.\n\n"
+        + markdown_table(shown, digits=3)
+        + f"\n{verdict}\n\n![placebo {name}](plots/{plots['placebo_' + family]})\n"
+    )
+
+
 def _top_features(analysis: DemandAnalysis, count: int) -> list[int]:
     return [int(j) for j in np.argsort(-analysis.pooled[ALL_ROWS].importance)[:count]]
 
 
-def _draw(analysis: DemandAnalysis, run: RunDir, shares: list[dict], top, alpha) -> dict:
-    from winnow.explain.plots import plot_demand_map, plot_effect_curves, plot_family_shares
+def _draw(analysis: DemandAnalysis, run: RunDir, shares: list[dict], top, config) -> dict:
+    """Every figure of the report, saved into ``run``; returns plot key -> file name."""
+    from winnow.explain import plots as draw
 
     table = analysis.table
-    families = list(table.families)
     labels = [f"{r['context']} (n={r['rows']}, {r['model']})" for r in shares]
 
-    def matrix(suffix: str) -> np.ndarray:
+    def matrix(families: list[str], suffix: str) -> np.ndarray:
         return np.array([[r[f + suffix] for f in families] for r in shares])
 
-    plots = {
-        "shares": run.save_plot(
-            plot_family_shares(labels, families, matrix(""), matrix("_lower"), matrix("_upper")),
-            "demand_family_shares",
-        ).name,
-        "map": run.save_plot(
-            plot_demand_map(
-                table.lon,
-                table.lat,
-                table.y,
-                analysis.out_of_fold,
-                table.contexts,
-                table.target_name,
-            ),
-            "demand_map",
-        ).name,
+    def bands(families: list[str], suffix: str = "") -> tuple[np.ndarray, ...]:
+        return tuple(matrix(families, suffix + end) for end in ("", "_lower", "_upper"))
+
+    figures = {
+        "family_shares": draw.plot_family_shares(
+            labels, list(table.families), *bands(table.families)
+        ),
+        "map": draw.plot_demand_map(
+            table.lon, table.lat, table.y, analysis.out_of_fold, table.contexts, table.target_name
+        ),
     }
+    for family in config.placebo_families:
+        real, placebo = bands([family]), bands([family], "_placebo")
+        figures[f"placebo_{family}"] = draw.plot_placebo_shares(
+            labels, family, *(m[:, 0] for m in real), *(m[:, 0] for m in placebo)
+        )
     contexts = [c for c in analysis.pooled if c != ALL_ROWS]
     for kind, label in (("pd", "partial dependence"), ("ale", "accumulated local effect")):
         curves = {
-            c: [_centred_band(analysis.pooled[c], kind, j, alpha) for j in top] for c in contexts
+            c: [_centred_band(analysis.pooled[c], kind, j, config.alpha) for j in top]
+            for c in contexts
         }
-        figure = plot_effect_curves(
+        figures[kind] = draw.plot_effect_curves(
             [table.feature_names[j] for j in top],
             [analysis.grids[j] for j in top],
             curves,
-            f"centred {label}",
+            f"centred {label}\nof {table.target_name}",
         )
-        plots[kind] = run.save_plot(figure, f"demand_{kind}").name
+    plots = {}
+    for key, figure in figures.items():
+        if config.synthetic:
+            draw.mark_synthetic(figure)
+        plots[key] = run.save_plot(figure, f"demand_{key}").name
     return plots
 
 

@@ -20,7 +20,9 @@ __all__ = [
     "family_shares",
     "ice_curves",
     "percentile_interval",
+    "permutation_p_value",
     "shared_grid",
+    "shuffle_columns",
 ]
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -116,6 +118,25 @@ def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, 
     """Percentile bootstrap interval over axis 0 at level ``1 - alpha``."""
     lower, upper = np.nanquantile(samples, [alpha / 2, 1 - alpha / 2], axis=0)
     return lower, upper
+
+
+def shuffle_columns(X: np.ndarray, columns: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``X: [n, p]`` whose ``columns`` are permuted across rows, jointly.
+
+    The placebo of a feature family: its values keep their distribution and their relations to
+    each other (a unit's miles and fare move together) but lose any relation to the unit, so
+    whatever importance a model still gives them is what it gives to noise.
+    """
+    shuffled = np.array(X, dtype=float, copy=True)
+    columns = list(columns)
+    shuffled[:, columns] = shuffled[rng.permutation(len(shuffled))][:, columns]
+    return shuffled
+
+
+def permutation_p_value(observed: float, placebo: np.ndarray) -> float:
+    """One-sided permutation p-value ``(1 + #{placebo >= observed}) / (1 + len(placebo))``."""
+    placebo = np.asarray(placebo, dtype=float)
+    return float((1 + np.sum(placebo >= observed)) / (1 + placebo.size))
 
 
 def data_support(values: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ the demo share them; ``run_job`` makes a run folder of its own for one job.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from winnow.common.config import Config
+from winnow.common.exceptions import WinnowError
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, run_section
@@ -187,7 +189,13 @@ def forest_section(config: ForestJobConfig, run: RunDir, quiet: bool = False) ->
         grid_interval = forest.predict_interval(grid_x, alpha=config.alpha)
         grid_mean = forest.predict(grid_x)
         figure = plot_forest_ribbon(
-            grid, grid_mean, grid_interval[:, 0], grid_interval[:, 1], config.ribbon_feature
+            grid,
+            grid_mean,
+            grid_interval[:, 0],
+            grid_interval[:, 1],
+            config.ribbon_feature,
+            target_name=f"predicted {table.target_name}",
+            interval=f"{100 * (1 - config.alpha):g}% confidence interval",
         )
         plot = run.save_plot(figure, f"forest_ribbon_{config.ribbon_feature}")
         bar.advance(1)
@@ -246,6 +254,27 @@ JOBS: dict[str, tuple[type[Config], Callable[..., ReportSection], str]] = {
 
 
 def run_job(name: str, config: Config, root: str | Path = "runs", quiet: bool = False) -> Path:
-    """Run one explain job into a new run folder; returns the path of ``report.html``."""
+    """Run one explain job into a new run folder; returns the path of ``report.html``.
+
+    A job stopped by bad input (a :class:`~winnow.common.exceptions.WinnowError`) leaves no run
+    folder behind: a folder with a config and no results would pass for a finished run. A
+    config marked ``synthetic`` puts "SYNTHETIC DATA" in the report's title.
+    """
     _, section_fn, title = JOBS[name]
-    return run_section(f"explain-{name}", config, section_fn, title, root, quiet)
+    if getattr(config, "synthetic", False):
+        title = f"SYNTHETIC DATA: {title}"
+    started: list[RunDir] = []
+
+    def section(settings: Config, run: RunDir, quiet: bool) -> ReportSection:
+        started.append(run)
+        return section_fn(settings, run, quiet)
+
+    root_existed = Path(root).exists()
+    try:
+        return run_section(f"explain-{name}", config, section, title, root, quiet)
+    except WinnowError:
+        for run in started:
+            shutil.rmtree(run.path, ignore_errors=True)
+        if not root_existed and Path(root).is_dir() and not any(Path(root).iterdir()):
+            Path(root).rmdir()
+        raise

@@ -10,11 +10,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
+    "mark_synthetic",
     "plot_demand_map",
     "plot_effect_curves",
     "plot_explanation",
     "plot_family_shares",
     "plot_forest_ribbon",
+    "plot_placebo_shares",
 ]
 
 CONTEXT_COLORS = {
@@ -32,6 +34,8 @@ def plot_forest_ribbon(
     upper: np.ndarray,
     feature_name: str,
     truth: np.ndarray | None = None,
+    target_name: str = "prediction",
+    interval: str = "confidence interval",
 ) -> Figure:
     """Forest predictions along one feature with their confidence band.
 
@@ -42,6 +46,10 @@ def plot_forest_ribbon(
             ``VForestRegressor.predict_interval``.
         feature_name: label of the x axis.
         truth: optional ``[g]`` true function values, drawn dashed for comparison.
+        target_name: what the y values are, on their scale (``"log1p(trips per 1,000)"``):
+            a reader must not take a log scale for counts.
+        interval: the band's kind and level (``"95% confidence interval"``), on the y axis
+            and in the legend.
 
     Returns:
         A figure with one axes: the ribbon ``[lower, upper]``, the mean line and the truth.
@@ -49,13 +57,19 @@ def plot_forest_ribbon(
     grid_values = np.asarray(grid_values, dtype=float)
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    ax.fill_between(grid_values, lower, upper, alpha=0.3, label="confidence interval")
+    ax.fill_between(grid_values, lower, upper, alpha=0.3, label=interval)
     ax.plot(grid_values, mean, linewidth=2, label="forest prediction")
     if truth is not None:
         ax.plot(grid_values, truth, linestyle="--", color="black", label="truth")
     ax.set_xlabel(feature_name)
-    ax.set_ylabel("prediction")
+    ax.set_ylabel(f"{target_name}\n(band: {interval})")
     ax.legend(loc="best")
+    return fig
+
+
+def mark_synthetic(fig: Figure) -> Figure:
+    """Title ``fig`` "SYNTHETIC DATA", in red, so that no copy of it passes for a finding."""
+    fig.suptitle("SYNTHETIC DATA (made-up trips, not observations)", color="tab:red")
     return fig
 
 
@@ -101,6 +115,39 @@ def plot_family_shares(
         ax.errorbar(x, middle, yerr=half, fmt="none", ecolor="black", capsize=3, linewidth=1)
     ax.set_xticks(centers, labels, rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("share of mean |SHAP| importance")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def plot_placebo_shares(
+    labels: list[str],
+    family: str,
+    real: np.ndarray,
+    real_lower: np.ndarray,
+    real_upper: np.ndarray,
+    placebo: np.ndarray,
+    placebo_lower: np.ndarray,
+    placebo_upper: np.ndarray,
+) -> Figure:
+    """One family's real importance share beside its placebo share, per context.
+
+    All arrays are ``[len(labels)]``: the real share with its bootstrap interval, and the mean
+    share over refits with the family shuffled across units with their range. A real bar whose
+    point lies inside the grey whisker is no more than the model gives to noise.
+    """
+    fig = Figure(figsize=(1.4 * len(labels) + 3.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    centers = np.arange(len(labels))
+    for offset, values, lower, upper, color, label in (
+        (-0.2, real, real_lower, real_upper, "tab:blue", "real"),
+        (0.2, placebo, placebo_lower, placebo_upper, "tab:gray", "placebo (shuffled)"),
+    ):
+        ax.bar(centers + offset, values, 0.4, color=color, label=label)
+        middle, half = (lower + upper) / 2, (upper - lower) / 2
+        ax.errorbar(centers + offset, middle, yerr=half, fmt="none", ecolor="black", capsize=3)
+    ax.set_xticks(centers, labels, rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel(f"{family.replace('_', ' ')} share of mean |SHAP|")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", fontsize=8)
     return fig

@@ -8,8 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from winnow.common.config import Config
-from winnow.common.data import data_file
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.inputs import read_table
 
 __all__ = ["Table", "TableConfig", "load_table"]
 
@@ -60,18 +60,16 @@ class Table:
 
 def load_table(config: TableConfig) -> Table:
     """Read the file and check the columns; rows with a missing value are dropped."""
-    import pandas as pd
-
-    path = data_file(config.path)
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     wanted = [config.target, *config.features] + ([config.id_column] if config.id_column else [])
-    absent = [column for column in wanted if column not in frame.columns]
-    if absent:
-        raise ExplainInputError(
-            f"columns {absent} are not in {path}; fix data.features / data.target / "
-            f"data.id_column (available: {', '.join(map(str, frame.columns))})"
-        )
+    frame = read_table(
+        config.path, wanted, "data.path", fix="fix data.features / data.target / data.id_column"
+    )
     frame = frame.dropna(subset=wanted)
+    if frame.empty:
+        raise ExplainInputError(
+            f"every row of data.path {config.path} lacks a value in {wanted}; fill them or "
+            "choose other columns"
+        )
     y = frame[config.target].to_numpy(dtype=float)
     if config.log_target:
         y = np.log1p(y)

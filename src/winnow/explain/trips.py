@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import glob
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from winnow.common.config import Config
 from winnow.explain.exceptions import ExplainInputError
+from winnow.explain.inputs import check_parquet, check_text_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,7 +159,8 @@ def aggregate_trips(source: TripSource) -> TripCounts:
     carry both. Rows whose start time is blank or unparsable are read but not in any window.
 
     Raises :class:`ExplainInputError` for a path or glob that matches no file, a file type other
-    than CSV (optionally gzipped) or Parquet, or a file lacking a required column.
+    than CSV (optionally gzipped) or Parquet, an empty, binary or non-UTF-8 file, one DuckDB
+    cannot parse, or a file lacking a required column.
     """
     import duckdb
 
@@ -173,7 +177,8 @@ def aggregate_trips(source: TripSource) -> TripCounts:
             trips = _trips_relation(con, files, source)
             bounds = {name: getattr(source, name) for name in ("start", "end")}
             params = {name: value for name, value in bounds.items() if value is not None}
-            con.execute(_cells_sql(trips, ends, source), params | _file_params(files))
+            with _read_errors(files):
+                con.execute(_cells_sql(trips, ends, source), params | _file_params(files))
             totals = _totals(con, ends)
             if totals["rows_read"] and totals["rows_unparsed"] == totals["rows_read"]:
                 raise ExplainInputError(
@@ -218,7 +223,27 @@ def _expand(patterns: list[str]) -> list[Path]:
             raise ExplainInputError(
                 f"{path} is not a supported trip file; give {', '.join(_READERS)} files"
             )
+        check = check_parquet if _suffix(path) == ".parquet" else check_text_table
+        check(path, "trip file")
     return files
+
+
+@contextmanager
+def _read_errors(files: list[Path]) -> Iterator[None]:
+    """DuckDB's parse errors (a bad byte deep in a file) as one line naming the file(s)."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "unicode" in line.lower()), lines[0])
+        named = str(files[0]) if len(files) == 1 else f"one of {[str(f) for f in files]}"
+        raise ExplainInputError(
+            f"trip file {named} could not be read ({reason}); give UTF-8 CSV files in the "
+            "portal's layout or Parquet files (re-save a Latin-1 file with iconv -f latin1 "
+            "-t utf-8)"
+        ) from None
 
 
 def _suffix(path: Path) -> str:
@@ -243,9 +268,10 @@ def _trips_relation(con, files: list[Path], source: TripSource) -> str:
     parts = []
     for i, path in enumerate(files):
         reader = _READERS[_suffix(path)].replace("$files", f"$files{i}")
-        described = con.execute(
-            f"DESCRIBE SELECT * FROM {reader}", {f"files{i}": [str(path)]}
-        ).fetchall()
+        with _read_errors([path]):
+            described = con.execute(
+                f"DESCRIBE SELECT * FROM {reader}", {f"files{i}": [str(path)]}
+            ).fetchall()
         found = {_normalise(name): (name, dtype) for name, dtype, *_ in described}
         missing = [column for column in _required(source) if column not in found]
         if missing:
