@@ -8,7 +8,8 @@ prediction at fixed test points. Each estimator is scored by
 - coverage = share of replicates whose 95% normal interval covers E[forest prediction]
   (the mean over replicates of the forest prediction).
 
-Estimators: winnow's ``ij_v``, ``internal`` and ``internal_corrected``, and
+Estimators: winnow's ``ij_v``, ``ij_v_calibrated`` (the same forest), ``internal`` and
+``internal_corrected``, and
 ``forestci.random_forest_error`` with ``calibrate=False`` and ``calibrate=True``. forestci runs on
 *our* ``ij_v`` forest's trees (through a small sklearn-compatible view, with our in-bag counts
 passed as its dense ``inbag``), so both IJ implementations see the same forest and the same
@@ -17,11 +18,14 @@ part ``Var_b(t_b) / B`` as ours. The internal estimators need the grouped design
 replicate also grows a grouped forest, and their truth is that forest's variance across
 replicates. The test set has 25 points because forestci skips calibration for 20 or fewer.
 
-Also recorded: wall time of winnow's ``prediction_variance`` (ij_v) against forestci on the same
-forest and test points, both including the per-tree predictions.
+Also recorded: wall time of winnow's ``prediction_variance`` (ij_v and ij_v_calibrated) against
+forestci (uncalibrated and calibrated) on the same forest and test points, all including the
+per-tree predictions. ``summary.default_variant`` is the ungrouped variant whose worst coverage
+at >= 500 trees is nearest 95% (the goal: within [0.93, 0.97]). The wider simulation (three
+functions, Y-interval peers) is ``bench_coverage.py``.
 
     .venv/bin/python benchmarks/explain/bench_vforest.py              # R=200
-    .venv/bin/python benchmarks/explain/bench_vforest.py --quick      # smoke run, R=6
+    .venv/bin/python benchmarks/explain/bench_vforest.py --quick      # smoke run, R=6 (_quick.json)
 """
 
 from __future__ import annotations
@@ -32,8 +36,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -42,12 +44,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from joblib import Parallel, delayed  # noqa: E402
 from scipy.stats import norm  # noqa: E402
-from sklearn.base import BaseEstimator, RegressorMixin  # noqa: E402
 from sklearn.datasets import make_friedman1  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from winnow.common.progress import track_progress  # noqa: E402
 from winnow.common.runs import atomic_write_text, to_jsonable  # noqa: E402
+from winnow.explain.coverage import forestci_variance, score_intervals  # noqa: E402
 from winnow.explain.vforest import VForestRegressor  # noqa: E402
 
 RESULT = Path(__file__).resolve().parents[1] / "results" / "explain_vforest.json"
@@ -58,49 +60,11 @@ TREE_COUNTS = (250, 500, 1000)
 N_TEST = 25
 TEST_SEED = 2021
 ALPHA = 0.05
-OURS = ("ij_v", "internal", "internal_corrected")
+OURS = ("ij_v", "ij_v_calibrated", "internal", "internal_corrected")
+UNGROUPED = ("ij_v", "ij_v_calibrated")
+GOAL = (0.93, 0.97)
 FORESTCI = ("forestci", "forestci_calibrated")
 ESTIMATORS = OURS + FORESTCI
-
-
-class ForestciView(RegressorMixin, BaseEstimator):
-    """The trees of a fitted forest as forestci expects them: ``estimators_``, iteration."""
-
-    def __init__(self, estimators=None):
-        self.estimators = estimators
-
-    @property
-    def estimators_(self):
-        return self.estimators
-
-    @estimators_.setter
-    def estimators_(self, value):
-        self.estimators = list(value)
-
-    @property
-    def n_estimators(self):
-        return len(self.estimators)
-
-    @n_estimators.setter
-    def n_estimators(self, value):
-        pass
-
-    def __iter__(self):
-        return iter(self.estimators)
-
-
-def forestci_variance(forest, n_train, X_test, calibrate, seed):
-    import forestci
-
-    view = ForestciView(list(forest.estimators_))
-    inbag = forest.inbag_.T.toarray().astype(np.float64)
-    np.random.seed(seed)  # forestci's calibration subsamples trees with the global RNG
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        sampling = forestci.random_forest_error(
-            view, (n_train, X_test.shape[1]), X_test, inbag=inbag, calibrate=calibrate
-        )
-    return sampling, time.perf_counter() - start
 
 
 def run_replicate(rep: int, test_points: np.ndarray, seed: int) -> dict:
@@ -115,11 +79,12 @@ def run_replicate(rep: int, test_points: np.ndarray, seed: int) -> dict:
                 forest = VForestRegressor(
                     n_estimators=n_trees, subsample_size=k, random_state=forest_seed, n_jobs=1
                 ).fit(X, y)
-                start = time.perf_counter()
-                estimate = forest.prediction_variance(test_points)
-                row["seconds_ours"] = time.perf_counter() - start
+                for variance, timer in zip(UNGROUPED, ("ours", "ours_calibrated"), strict=True):
+                    start = time.perf_counter()
+                    estimate = forest.set_params(variance=variance).prediction_variance(test_points)
+                    row[f"seconds_{timer}"] = time.perf_counter() - start
+                    row[variance] = estimate.total
                 row["mean"] = estimate.mean
-                row["ij_v"] = estimate.total
                 for name, calibrate in zip(FORESTCI, (False, True), strict=True):
                     sampling, seconds = forestci_variance(
                         forest, N_TRAIN, test_points, calibrate, forest_seed
@@ -146,22 +111,6 @@ def run_replicate(rep: int, test_points: np.ndarray, seed: int) -> dict:
     return out
 
 
-def score(means: np.ndarray, variances: np.ndarray, z: float) -> dict:
-    """Ratio and coverage at each test point from ``[R, m]`` forest means and variances."""
-    truth = means.var(axis=0, ddof=1)
-    center = means.mean(axis=0)
-    std = np.sqrt(np.clip(variances, 0, None))
-    covered = np.abs(means - center) <= z * std
-    ratio = variances.mean(axis=0) / truth
-    return {
-        "ratio": float(ratio.mean()),
-        "coverage": float(covered.mean()),
-        "ratio_per_point": ratio,
-        "coverage_per_point": covered.mean(axis=0),
-        "share_negative": float((variances < 0).mean()),
-    }
-
-
 def summarize(replicates: list[dict]) -> list[dict]:
     z = float(norm.ppf(1 - ALPHA / 2))
     rows = []
@@ -173,10 +122,10 @@ def summarize(replicates: list[dict]) -> list[dict]:
             estimators = {}
             for name in ESTIMATORS:
                 base = grouped_means if name in ("internal", "internal_corrected") else means
-                estimators[name] = score(base, np.stack([r[name] for r in reps]), z)
+                estimators[name] = score_intervals(base, np.stack([r[name] for r in reps]), z)
             seconds = {
                 name: float(np.median([r[f"seconds_{name}"] for r in reps]))
-                for name in ("ours", *FORESTCI)
+                for name in ("ours", "ours_calibrated", *FORESTCI)
             }
             rows.append(
                 {
@@ -191,6 +140,9 @@ def summarize(replicates: list[dict]) -> list[dict]:
                     "speedup_vs_forestci": seconds["forestci"] / seconds["ours"],
                     "speedup_vs_forestci_calibrated": (
                         seconds["forestci_calibrated"] / seconds["ours"]
+                    ),
+                    "speedup_calibrated_vs_forestci_calibrated": (
+                        seconds["forestci_calibrated"] / seconds["ours_calibrated"]
                     ),
                 }
             )
@@ -209,13 +161,37 @@ def summary_of(rows: list[dict]) -> dict:
         }
         for row in rows
     ]
+    coverage: dict = {}
+    for row in rows:
+        for name in ESTIMATORS:
+            by_k = coverage.setdefault(name, {}).setdefault(str(row["subsample_size"]), {})
+            by_k[str(row["n_trees"])] = row["estimators"][name]["coverage"]
     return {
+        "coverage": coverage,
+        "default_variant": default_variant(rows),
+        "goal": {"coverage_within": GOAL, "at_trees_at_least": 500},
+        "speedup_calibrated_vs_forestci_calibrated": float(
+            np.median([row["speedup_calibrated_vs_forestci_calibrated"] for row in rows])
+        ),
         "settings": per_setting,
         "speedup_vs_forestci": float(np.median([row["speedup_vs_forestci"] for row in rows])),
         "speedup_vs_forestci_calibrated": float(
             np.median([row["speedup_vs_forestci_calibrated"] for row in rows])
         ),
     }
+
+
+def default_variant(rows: list[dict]) -> str:
+    """The ungrouped variant whose worst coverage at >= 500 trees is nearest 95%.
+
+    The grouped estimators grow a different forest, so they are not candidates for the default.
+    """
+    kept = [row for row in rows if row["n_trees"] >= 500]
+
+    def worst_miss(name: str) -> float:
+        return max(abs(row["estimators"][name]["coverage"] - 0.95) for row in kept)
+
+    return min(UNGROUPED, key=worst_miss)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -237,9 +213,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run with R=6")
     parser.add_argument("--workers", type=int, default=1, help="processes over replicates")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULT)
+    parser.add_argument("--output", type=Path, help="default: explain_vforest[_quick].json")
     args = parser.parse_args()
     n_reps = 6 if args.quick else args.replicates
+    output = args.output or RESULT.with_stem(RESULT.stem + ("_quick" if args.quick else ""))
 
     test_points = make_friedman1(n_samples=N_TEST, random_state=TEST_SEED)[0]
     start = time.perf_counter()
@@ -282,8 +259,8 @@ def main() -> None:
         "settings": rows,
         "summary": summary_of(rows),
     }
-    atomic_write_text(args.output, json.dumps(to_jsonable(payload), indent=2) + "\n")
-    print(f"wrote {args.output}")
+    atomic_write_text(output, json.dumps(to_jsonable(payload), indent=2) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
