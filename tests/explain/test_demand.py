@@ -51,6 +51,7 @@ def test_shipped_table_rows_contexts_and_target(shipped_table):
     assert table.y[row] == pytest.approx(np.log1p(loop_trips / loop_km2))
     assert [e["rows_after"] for e in table.joins.entries if e["step"].startswith("units")] == [77]
     assert sorted(table.families) == ["built_environment", "socio_demographic"]
+    assert table.observed_trips is None  # aggregated counts carry no trip-level means
 
 
 def test_shap_values_add_up_to_predictions_and_match_lightgbm(shipped_table):
@@ -204,6 +205,7 @@ def test_origin_destination_table_has_both_ends_and_contexts_by_either_end(tmp_p
     # Every trip ends in the Loop (downtown), so no pair is a neighbourhood trip.
     assert set(table.contexts) <= {"airport", "downtown"}
     assert all(str(i).endswith("-32") for i in table.ids)
+    assert table.observed_trips.sum() == 400  # behind the means, for the trip-count placebo
 
 
 def test_cli_writes_the_report_with_plots(tmp_path):
@@ -217,12 +219,14 @@ def test_cli_writes_the_report_with_plots(tmp_path):
             "--out",
             str(tmp_path),
             "--quiet",
-            *[item for override in FAST for item in ("--set", override)],
+            *[item for override in [*FAST, "placebo.refits=3"] for item in ("--set", override)],
         ],
     )
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()
-    assert len(list((run / "plots").glob("*.png"))) == 4
+    plots = {path.stem for path in (run / "plots").glob("*.png")}
+    assert len(plots) == 6 and "demand_placebo_socio_demographic" in plots
+    assert "SYNTHETIC" not in (run / "report.md").read_text()  # the shipped counts are real
     assert (run / "report.html").stat().st_size > 10_000
 
 

@@ -13,7 +13,10 @@ from winnow.explain.effects import (
     data_support,
     family_shares,
     ice_curves,
+    permutation_p_value,
+    quantile_bins,
     shared_grid,
+    shuffle_columns,
 )
 
 
@@ -104,3 +107,24 @@ def test_data_support_and_difference_on_the_shared_support_only():
     assert not found["differs"][~support].any()
     single = curve_difference(a, b, alpha=0.05, support=grid == 0.5)
     assert np.isnan(single["share_of_grid_differing"])
+
+
+def test_shuffle_columns_moves_a_family_jointly_within_strata():
+    rng = np.random.default_rng(0)
+    X = np.arange(40, dtype=float).reshape(10, 4)
+    strata = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    shuffled = shuffle_columns(X, [1, 2], rng, strata)
+    np.testing.assert_array_equal(shuffled[:, [0, 3]], X[:, [0, 3]])  # other columns stay
+    # Each row got another row's (col 1, col 2) pair, from its own stratum.
+    source = (shuffled[:, 1] - 1) / 4
+    np.testing.assert_array_equal(shuffled[:, 2], shuffled[:, 1] + 1)
+    np.testing.assert_array_equal(strata[source.astype(int)], strata)
+    assert sorted(source) == list(range(10)) and (source != np.arange(10)).any()
+    assert not np.shares_memory(shuffled, X)
+
+
+def test_quantile_bins_and_permutation_p_value():
+    labels = quantile_bins(np.arange(100.0), 10)
+    np.testing.assert_array_equal(np.bincount(labels), np.full(10, 10))
+    assert permutation_p_value(0.5, np.array([0.1, 0.2, 0.6])) == pytest.approx(2 / 4)
+    assert permutation_p_value(0.9, np.zeros(19)) == pytest.approx(1 / 20)

@@ -73,5 +73,7 @@ def test_placebo_defaults_to_trip_attributes_and_checks_names():
         DemandJobConfig, overrides=["families.trip_attributes=[mean_fare]", "placebo.refits=0"]
     )
     assert off.placebo_families == []
+    with pytest.raises(ConfigError, match=r"'trip_count' needs source\.trips"):
+        load_config(DemandJobConfig, overrides=["placebo.strata=trip_count"])
     with pytest.raises(ConfigError, match=r"placebo.families \['nosuch'\] are not in families"):
         load_config(DemandJobConfig, overrides=["placebo.families=[nosuch]"])

@@ -123,6 +123,12 @@ class PlaceboParams(Config):
         "one of `families` (a unit's mean over few trips can carry its trip count), else none",
     )
     refits: int = Field(20, ge=0, description="shuffled refits per family and model; 0: none")
+    strata: Literal["none", "trip_count"] = Field(
+        "none",
+        description="shuffle across all units, or only among units with a similar number of "
+        "observed trips (deciles; needs source.trips): the null in which the values matter "
+        "only through how many trips they average",
+    )
 
 
 class DemandJobConfig(Config):
@@ -170,6 +176,8 @@ class DemandJobConfig(Config):
                 if name in seen:
                     raise ValueError(f"feature {name!r} is in families {seen[name]} and {family}")
                 seen[name] = family
+        if self.placebo.strata == "trip_count" and self.source.trips is None:
+            raise ValueError("placebo.strata 'trip_count' needs source.trips (raw trip files)")
         unknown = sorted(set(self.placebo.families or []) - set(self.families))
         if unknown:
             raise ValueError(
@@ -204,6 +212,7 @@ class DemandTable:
     unit: str
     joins: JoinLog
     source_summary: dict = field(default_factory=dict)
+    observed_trips: np.ndarray | None = None  # [n] trips behind each row's means (raw trips)
 
     def rows(self, context: str) -> np.ndarray:
         return np.flatnonzero(self.contexts == context)
@@ -248,6 +257,11 @@ def build_demand_table(config: DemandJobConfig) -> DemandTable:
         unit=unit,
         joins=log,
         source_summary=source_summary,
+        observed_trips=(
+            frame["observed_trips"].fillna(0).to_numpy(dtype=float)
+            if "observed_trips" in frame
+            else None
+        ),
     )
 
 
@@ -292,7 +306,7 @@ def _pickup_frame(counts, units, features, target: str, log: JoinLog) -> pd.Data
         unknown.tolist(),
         f"dropped: not a unit of the crosswalk ({counts.loc[unknown, 'trips'].sum():.0f} trips)",
     )
-    frame = features.join(counts.drop(columns="observed_trips", errors="ignore"), how="left")
+    frame = features.join(counts, how="left")
     no_trips = frame.index[frame["trips"].isna()].tolist()
     log.record("units + trip counts", len(features), len(frame), no_trips, "no trips: set to 0")
     frame["trips"] = frame["trips"].fillna(0.0)
@@ -346,7 +360,8 @@ def _feature_columns(families, unit: str, available) -> tuple[tuple[str, ...], d
             columns += expanded
         absent = [c for c in columns if c not in available]
         if absent:
-            offered = sorted(c for c in available if c not in ("target", "context", "trips"))
+            hidden = ("target", "context", "trips", "observed_trips")
+            offered = sorted(c for c in available if c not in hidden)
             hint = (
                 " (trip attributes need source.trips)" if set(absent) & set(TRIP_ATTRIBUTES) else ""
             )

@@ -29,6 +29,7 @@ from winnow.explain.effects import (
     ice_curves,
     percentile_interval,
     permutation_p_value,
+    quantile_bins,
     shared_grid,
     shuffle_columns,
 )
@@ -48,6 +49,7 @@ ALL_ROWS = "all"
 # streams 0..bootstrap-1.
 CURVE_STREAM = 2**31 - 1
 PLACEBO_STREAM = 2**31 - 2
+TRIP_COUNT_STRATA = 10  # deciles of observed trips for placebo.strata = "trip_count"
 
 
 def _boosting(config: DemandJobConfig, seed: int):
@@ -259,15 +261,18 @@ def _explain_scope(table, config, fit_rows, contexts, grids, bar) -> dict[str, C
 
 def _placebo(table, config, fit_rows, where, bar) -> dict[str, dict[str, np.ndarray]]:
     """Per placebo family and context, the family's SHAP share in each refit with its columns
-    shuffled across ``fit_rows`` (one joint permutation per refit; the model seed is the point
-    fit's, so only the shuffle differs)."""
+    shuffled across ``fit_rows``, or within their deciles of observed trips (one joint
+    permutation per refit; the model seed is the point fit's, so only the shuffle differs)."""
     X, y = table.X[fit_rows], table.y[fit_rows]
+    strata = None
+    if config.placebo.strata == "trip_count":
+        strata = quantile_bins(table.observed_trips[fit_rows], TRIP_COUNT_STRATA)
     found = {}
     for k, family in enumerate(config.placebo_families):
         shares = {context: np.empty(config.placebo.refits) for context in where}
         for r in range(config.placebo.refits):
             rng = np.random.default_rng([config.seed, PLACEBO_STREAM, k, r])
-            shuffled = shuffle_columns(X, table.families[family], rng)
+            shuffled = shuffle_columns(X, table.families[family], rng, strata)
             values, _ = shap_values(_boosting(config, config.seed).fit(shuffled, y), shuffled)
             for context, rows in where.items():
                 shares[context][r] = family_shares(values[rows], table.families)[family]

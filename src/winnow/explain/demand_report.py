@@ -8,7 +8,7 @@ import numpy as np
 
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir
-from winnow.explain.demand import DemandJobConfig, build_demand_table
+from winnow.explain.demand import TRIP_ATTRIBUTES, DemandJobConfig, build_demand_table
 from winnow.explain.demand_models import ALL_ROWS, DemandAnalysis, analyse_demand
 from winnow.explain.effects import percentile_interval
 
@@ -17,6 +17,7 @@ __all__ = ["demand_section"]
 # Built-environment share of SHAP importance reported by Zhang et al. (arXiv 2209.07980).
 REFERENCE_BUILT_ENVIRONMENT = {"airport": 0.50, "downtown": 0.47, "neighborhood": 0.41}
 SYNTHETIC = "SYNTHETIC DATA"
+STRATA_TEXT = {"none": "", "trip_count": " within deciles of observed trips"}
 
 
 def demand_section(config: DemandJobConfig, run: RunDir, quiet: bool = False) -> ReportSection:
@@ -214,24 +215,40 @@ def _placebo_markdown(rows: list[dict], family: str, plots: dict, config) -> str
             }
         )
     name = family.replace("_", " ")
-    verdict = (
-        f"**The real {name} share is not above the placebo's {level} interval in: "
-        f"{', '.join(weak)}.** There the model gives {name} no more importance than it gives "
-        "the same values shuffled across units: no evidence that they matter."
-        if weak
-        else f"The real {name} share is above the placebo's {level} interval everywhere. That "
-        "says the values carry information about the target, not why: a unit's mean over few "
-        "trips is noisier where there are fewer trips, so it can encode the count itself."
-    )
+    verdict = _placebo_verdict(family, weak, level, config)
     return (
         f"#### Placebo: {name}\n\nThe models are refitted {config.placebo.refits} times with "
-        f"the {name} columns shuffled jointly across units (same model seed): the share they "
-        f"keep is what the model gives to noise of their shape. Real share with its {level} "
+        f"the {name} columns shuffled jointly across units{STRATA_TEXT[config.placebo.strata]} "
+        "(same model seed): the share they keep is what the model gives to noise of their "
+        f"shape. Real share with its {level} "
         f"bootstrap interval; placebo share as the mean and {level} range of the refits; *p* is "
         "the share of refits (plus one) whose placebo share reached the real one.\n\n"
         + markdown_table(shown, digits=3)
         + f"\n{verdict}\n\n![placebo {name}](plots/{plots['placebo_' + family]})\n"
     )
+
+
+def _placebo_verdict(family: str, weak: list[str], level: str, config) -> str:
+    name, strata = family.replace("_", " "), STRATA_TEXT[config.placebo.strata]
+    if weak:
+        return (
+            f"**The real {name} share is not above the placebo's {level} interval in: "
+            f"{', '.join(weak)}.** There the model gives {name} no more importance than it gives "
+            f"the same values shuffled{strata}: no evidence that they matter beyond what the "
+            "shuffle keeps."
+        )
+    text = (
+        f"The real {name} share is above the placebo's {level} interval everywhere: the values "
+        f"carry information about the target{' beyond the number of trips' if strata else ''}."
+    )
+    averages_trips = set(config.families[family]) & set(TRIP_ATTRIBUTES)
+    if averages_trips and not strata:
+        text += (
+            " That need not be an effect of place: a unit's mean over few trips is noisier "
+            "where there are fewer trips, so it can encode the count itself "
+            "(`placebo.strata: trip_count` tests that)."
+        )
+    return text
 
 
 def _top_features(analysis: DemandAnalysis, count: int) -> list[int]:

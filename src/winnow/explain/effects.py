@@ -21,6 +21,7 @@ __all__ = [
     "ice_curves",
     "percentile_interval",
     "permutation_p_value",
+    "quantile_bins",
     "shared_grid",
     "shuffle_columns",
 ]
@@ -120,17 +121,32 @@ def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, 
     return lower, upper
 
 
-def shuffle_columns(X: np.ndarray, columns: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+def shuffle_columns(
+    X: np.ndarray,
+    columns: Sequence[int],
+    rng: np.random.Generator,
+    strata: np.ndarray | None = None,
+) -> np.ndarray:
     """A copy of ``X: [n, p]`` whose ``columns`` are permuted across rows, jointly.
 
     The placebo of a feature family: its values keep their distribution and their relations to
     each other (a unit's miles and fare move together) but lose any relation to the unit, so
-    whatever importance a model still gives them is what it gives to noise.
+    whatever importance a model still gives them is what it gives to noise. With ``strata:
+    [n]`` rows trade values only within their stratum, which keeps what the strata explain.
     """
     shuffled = np.array(X, dtype=float, copy=True)
     columns = list(columns)
-    shuffled[:, columns] = shuffled[rng.permutation(len(shuffled))][:, columns]
+    order = np.arange(len(shuffled))
+    groups = [order] if strata is None else [order[strata == s] for s in np.unique(strata)]
+    for rows in groups:
+        shuffled[np.ix_(rows, columns)] = X[np.ix_(rng.permutation(rows), columns)]
     return shuffled
+
+
+def quantile_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """``[n]`` int labels of equal-frequency bins of ``values`` (tied values share a bin)."""
+    edges = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, values, side="right")
 
 
 def permutation_p_value(observed: float, placebo: np.ndarray) -> float:
