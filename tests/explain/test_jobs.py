@@ -65,6 +65,46 @@ def test_forest_cli_writes_a_run(tmp_path):
     assert len(summary["cv_r2_folds"]) == 2
 
 
+def test_forest_report_flags_degenerate_rows(tmp_path):
+    # the grouped estimator with few trees clips many zeta_1 at zero (issue 17: "+-0.04")
+    args = ["explain", "forest", "--out", str(tmp_path), "--quiet"]
+    for override in (
+        "forest.n_estimators=40",
+        "forest.variance=internal_corrected",
+        "cv_folds=2",
+        "grid_points=5",
+    ):
+        args += ["--set", override]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    flagged = json.loads((run / "metrics.json").read_text())["summary"]["degenerate_rows"]
+    assert 0 < len(flagged) < 77
+    assert (
+        f"Warning: {len(flagged)} of 77 rows have a degenerate variance"
+        in (run / "report.md").read_text()
+    )
+
+
+def test_coverage_cli_writes_a_run(tmp_path):
+    args = ["explain", "coverage", "--out", str(tmp_path), "--quiet"]
+    for override in (
+        "functions=[steps]",
+        "subsample_sizes=[20]",
+        "tree_counts=[30]",
+        "replicates=10",
+        "peers=false",
+        "n_jobs=1",
+    ):
+        args += ["--set", override]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    assert set(summary["coverage"]["steps"]["500"]["20"]["30"]) == {"ij_v", "ij_v_calibrated"}
+    assert (run / "plots" / "coverage.png").exists()
+
+
 def test_bad_config_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["explain", "forest", "--out", str(tmp_path), "--set", "alpha=2"])
     assert result.exit_code == 2

@@ -61,3 +61,16 @@ def demand(
     """Explain ridesourcing demand by feature family and spatial context (airport, downtown,
     neighbourhood), from shipped counts or raw portal trip files."""
     _run("demand", config, overrides, out, quiet)
+
+
+@app.command()
+def coverage(
+    config: Path = CONFIG_OPTION,
+    overrides: list[str] = SET_OPTION,
+    out: Path = OUT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Simulate training sets from known functions and report how often the V-forest's
+    intervals cover (per variance variant, k, n and trees), beside forestci, MAPIE and
+    quantile-forest where installed."""
+    _run("coverage", config, overrides, out, quiet)

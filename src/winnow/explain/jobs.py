@@ -20,6 +20,7 @@ from winnow.common.exceptions import WinnowError
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, run_section
+from winnow.explain.coverage import CoverageJobConfig, coverage_section
 from winnow.explain.demand import DemandJobConfig
 from winnow.explain.demand_report import demand_section
 from winnow.explain.exceptions import ExplainInputError
@@ -69,7 +70,7 @@ class VForestParams(Config):
 
     n_estimators: int = Field(1000, ge=10)
     subsample_size: float = Field(0.3, gt=0, description="k: a fraction of n if <= 1, else rows")
-    variance: str = Field("ij_v", pattern="^(ij_v|internal|internal_corrected)$")
+    variance: str = Field("ij_v", pattern="^(ij_v|ij_v_calibrated|internal|internal_corrected)$")
     min_samples_leaf: int = Field(1, ge=1)
     n_jobs: int | None = 1
 
@@ -209,10 +210,12 @@ def forest_section(config: ForestJobConfig, run: RunDir, quiet: bool = False) ->
             "upper": float(interval[i, 1]),
             "sd (sampling)": float(np.sqrt(variance.sampling[i])),
             "sd (trees)": float(np.sqrt(variance.monte_carlo[i])),
+            "flag": "degenerate" if variance.degenerate[i] else "",
         }
         for i in order
     ]
     level = 100 * (1 - config.alpha)
+    degenerate = [str(table.ids[i]) for i in np.flatnonzero(variance.degenerate)]
     summary = {
         "cv_r2_mean": float(cv_r2.mean()),
         "cv_r2_folds": cv_r2.tolist(),
@@ -220,6 +223,7 @@ def forest_section(config: ForestJobConfig, run: RunDir, quiet: bool = False) ->
         "mean_monte_carlo_variance": float(variance.monte_carlo.mean()),
         "mean_interval_width": float((interval[:, 1] - interval[:, 0]).mean()),
         "subsample_size": int(forest.subsample_size_),
+        "degenerate_rows": degenerate,
     }
     markdown = (
         f"V-statistic forest on `{table.target_name}` ({len(table.y)} rows, "
@@ -232,11 +236,25 @@ def forest_section(config: ForestJobConfig, run: RunDir, quiet: bool = False) ->
         "(finite number of trees).\n\n"
         f"Mean sampling variance {summary['mean_sampling_variance']:.4g}, mean Monte-Carlo "
         f"variance {summary['mean_monte_carlo_variance']:.4g}.\n\n"
-        "Ten highest predictions:\n\n"
+        + _degenerate_note(degenerate, len(table.y))
+        + "Ten highest predictions:\n\n"
         + markdown_table(rows, digits=3)
         + f"\n![ribbon](plots/{plot.name})\n\n_Other features held at their medians._\n"
     )
     return ReportSection(markdown, summary)
+
+
+def _degenerate_note(rows: list[str], total: int) -> str:
+    """A warning naming the rows whose sampling variance came out at or below zero."""
+    if not rows:
+        return ""
+    shown = ", ".join(rows[:10]) + (", ..." if len(rows) > 10 else "")
+    return (
+        f"**Warning: {len(rows)} of {total} rows have a degenerate variance** (rows {shown}): "
+        "the trees disagree there, but the sampling-variance estimate came out at or below "
+        "zero and was clipped, so their intervals rest on the Monte-Carlo part alone and are "
+        "too narrow. More trees, or `forest.variance=ij_v_calibrated`, fix this.\n\n"
+    )
 
 
 def _ribbon_grid(X: np.ndarray, column: int, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +268,7 @@ JOBS: dict[str, tuple[type[Config], Callable[..., ReportSection], str]] = {
     "slime": (SlimeJobConfig, slime_section, "S-LIME stable explanations"),
     "forest": (ForestJobConfig, forest_section, "V-statistic forest confidence intervals"),
     "demand": (DemandJobConfig, demand_section, "Ridesourcing demand across spatial contexts"),
+    "coverage": (CoverageJobConfig, coverage_section, "Coverage of V-forest intervals"),
 }
 
 
