@@ -23,7 +23,7 @@ from rich.progress import (
 
 __all__ = ["PLAIN_INTERVAL_S", "ProgressTracker", "format_metrics", "track_progress"]
 
-PLAIN_INTERVAL_S = 30.0
+PLAIN_INTERVAL_S = 10.0
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -55,6 +55,7 @@ class ProgressTracker:
         self._interval_s = interval_s
         self._started = self._last_line = time.monotonic()
         self._metrics = ""
+        self._printed = 0
         self.completed = 0
 
     def advance(self, steps: int = 1, **metrics: Any) -> None:
@@ -67,7 +68,7 @@ class ProgressTracker:
             self.print_line()
 
     def print_line(self) -> None:
-        """``description: 40/200 (20%), 3m12s elapsed, ~12m48s left, loss=0.5`` on the console."""
+        """``work: 40/200 (20%), 3m12s elapsed, 4.8 s each, ~12m48s left, loss=0.5``."""
         task = self._progress.tasks[self._task_id]
         elapsed = time.monotonic() - self._started
         done = f"{self.completed}"
@@ -75,12 +76,21 @@ class ProgressTracker:
         if task.total:
             done += f"/{task.total:g} ({100 * self.completed / task.total:.0f}%)"
         parts.append(f"{_duration(elapsed)} elapsed")
+        if self.completed and elapsed > 0:
+            rate = self.completed / elapsed
+            parts.append(f"{rate:.3g}/s" if rate >= 1 else f"{1 / rate:.3g} s each")
         if task.total and 0 < self.completed < task.total:
             parts.append(f"~{_duration(elapsed * (task.total / self.completed - 1))} left")
         if self._metrics:
             parts.append(self._metrics)
         self._plain.print(f"{task.description}: {done}, " + ", ".join(parts), highlight=False)
         self._last_line = time.monotonic()
+        self._printed = self.completed
+
+    def finish(self) -> None:
+        """Off a terminal, print the final count unless the last line already showed it."""
+        if self._plain is not None and self.completed != self._printed:
+            self.print_line()
 
 
 def _duration(seconds: float) -> str:
@@ -118,5 +128,4 @@ def track_progress(
         task_id = progress.add_task(description, total=total, metrics="")
         tracker = ProgressTracker(progress, task_id, plain, interval_s)
         yield tracker
-        if plain is not None and tracker.completed:
-            tracker.print_line()
+        tracker.finish()
