@@ -70,7 +70,9 @@ class VForestParams(Config):
 
     n_estimators: int = Field(1000, ge=10)
     subsample_size: float = Field(0.3, gt=0, description="k: a fraction of n if <= 1, else rows")
-    variance: str = Field("ij_v", pattern="^(ij_v|ij_v_calibrated|internal|internal_corrected)$")
+    variance: str = Field(
+        "ij_v_calibrated", pattern="^(ij_v_calibrated|ij_v|internal|internal_corrected)$"
+    )
     min_samples_leaf: int = Field(1, ge=1)
     n_jobs: int | None = 1
 
@@ -187,7 +189,9 @@ def forest_section(config: ForestJobConfig, run: RunDir, quiet: bool = False) ->
         bar.advance(1)
         column = table.feature_names.index(config.ribbon_feature)
         grid, grid_x = _ribbon_grid(table.X, column, config.grid_points)
-        grid_interval = forest.predict_interval(grid_x, alpha=config.alpha)
+        # with the table's rows, so the calibrated variance has a batch to fit its prior on
+        grid_interval = forest.predict_interval(np.vstack([grid_x, table.X]), config.alpha)
+        grid_interval = grid_interval[: len(grid_x)]
         grid_mean = forest.predict(grid_x)
         figure = plot_forest_ribbon(
             grid,

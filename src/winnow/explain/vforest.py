@@ -10,8 +10,8 @@ the ``variance`` parameter:
 
 - ``"ij_v"``: the infinitesimal jackknife with the Monte-Carlo bias correction of Wager, Hastie
   & Efron (2014), computed from sparse in-bag counts;
-- ``"ij_v_calibrated"``: the same, with each point's estimate replaced by its empirical-Bayes
-  posterior mean over the batch (:mod:`winnow.explain.forest_calibration`);
+- ``"ij_v_calibrated"`` (the default): the same, with each point's estimate replaced by its
+  empirical-Bayes posterior mean over the batch (:mod:`winnow.explain.forest_calibration`);
 - ``"internal"``: the grouped design of Mentch & Hooker (2016);
 - ``"internal_corrected"``: the same with the within-group Monte-Carlo noise removed from zeta_1.
 
@@ -103,7 +103,7 @@ class _BaseVForest(BaseEstimator):
         n_estimators: int = 500,
         subsample_size: int | float | None = None,
         replace: bool = True,
-        variance: str = "ij_v",
+        variance: str = "ij_v_calibrated",
         n_groups: int | None = None,
         max_features: int | float | str | None = 1.0,
         max_depth: int | None = None,
@@ -130,7 +130,7 @@ class _BaseVForest(BaseEstimator):
                 "variance",
                 f"one of {sorted(SAMPLING_VARIANCE)}",
                 self.variance,
-                "use variance='ij_v' (the default) unless you want the grouped design",
+                "use variance='ij_v_calibrated' (the default) unless you want the grouped design",
             )
         if not isinstance(self.replace, bool | np.bool_):
             raise _invalid("replace", "True or False", self.replace, "replace=True")
@@ -177,7 +177,7 @@ class _BaseVForest(BaseEstimator):
                 f"training set has only n={n_train} rows. Fix: pass subsample_size <= {n_train} "
                 "(or a fraction in (0, 1]), or set replace=True"
             )
-        if not self.replace and k == n_train and self.variance == "ij_v":
+        if not self.replace and k == n_train and self.variance.startswith("ij_v"):
             raise ExplainInputError(
                 f"subsample_size={size!r} gives k=n={n_train} rows without replacement, so every "
                 "tree sees the same data and the ij_v variance is undefined. Fix: pass "
@@ -309,15 +309,19 @@ _PARAMETERS_DOC = """
     replace : bool, default=True
         Draw each subsample with replacement (a V-statistic; counts ~ Multinomial(k, 1/n)) or
         without (a U-statistic; counts in {0, 1}, and ``k <= n`` is required).
-    variance : {"ij_v", "ij_v_calibrated", "internal", "internal_corrected"}, default="ij_v"
+    variance : {"ij_v_calibrated", "ij_v", "internal", "internal_corrected"}, \
+default="ij_v_calibrated"
         Sampling-variance estimator. ``"ij_v_calibrated"`` shrinks each point's IJ estimate
-        toward the batch's empirical-Bayes prior, which needs 20 or more test points per call
-        (:mod:`winnow.explain.forest_calibration`). The internal ones change how the forest is
+        toward the batch's empirical-Bayes prior (:mod:`winnow.explain.forest_calibration`);
+        it needs 20 or more test points per call, and with fewer it warns and returns the
+        ``"ij_v"`` values. It is the default because its intervals cover: 92.9-95.2% for a
+        nominal 95% at 500-1,000 trees on Friedman-1, where ``"ij_v"`` gives 89.3-94.9%
+        (``benchmarks/results/explain_vforest.json``). The internal ones change how the forest is
         grown: trees come in groups sharing one forced training row (Mentch & Hooker 2016).
     n_groups : int or None, default=None
         Groups for the internal estimators, in ``[2, n_estimators // 2]``; None uses
         ``round(sqrt(n_estimators))``, which balances the number of groups (precision of
-        zeta_1) against trees per group (noise in each group mean). Ignored for ``"ij_v"``.
+        zeta_1) against trees per group (noise in each group mean). Ignored for the IJ ones.
     max_features, max_depth, min_samples_leaf
         Passed to each decision tree; the tree validates them. ``min_samples_leaf`` counts
         distinct in-bag rows, since each tree is fitted on its in-bag rows only, weighted by
