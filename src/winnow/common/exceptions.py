@@ -23,3 +23,12 @@ class ChecksumError(WinnowError, ValueError):
 
 class MissingExtraError(WinnowError, ImportError):
     """An optional dependency is absent; the message names the extra that installs it."""
+
+
+class ModelFolderExistsError(WinnowError, FileExistsError):
+    """A model would be saved over an existing folder; the message names it and ``--overwrite``."""
+
+
+class ProvenanceError(WinnowError, ValueError):
+    """A saved model's manifest disagrees with the models beside it, or cannot be read; the
+    message names both folders and the fix."""
