@@ -47,14 +47,16 @@ def test_missing_listed_file_fails_checksum(tmp_path, monkeypatch):
     (folder / "table.csv").unlink()
     report = data.verify_checksums(folder)
     assert report.missing == ("table.csv",) and not report.ok
-    assert "FAILED" in report.status
+    assert "FAILED" in report.status and report.verdict == "failed"
 
 
 def test_folder_without_sums_is_accepted(tmp_path, monkeypatch):
     (tmp_path / "plain").mkdir()
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
     assert data.dataset_path("plain").name == "plain"
-    assert data.verify_checksums(tmp_path / "plain").status == "no SHA256SUMS"
+    report = data.verify_checksums(tmp_path / "plain")
+    assert report.ok and report.verdict == "unverified"
+    assert report.status == "unverified (no SHA256SUMS)"
 
 
 def test_default_root_is_shared_data_beside_repo(monkeypatch):
@@ -82,3 +84,11 @@ def test_data_file_resolves_dataset_relative_and_plain_paths(tmp_path, monkeypat
         data.data_file("toy/other.csv")
     with pytest.raises(DataNotFoundError, match="neither an existing file"):
         data.data_file("nothing-here.csv")
+
+
+def test_find_dataset_takes_the_first_root_that_has_it(tmp_path, monkeypatch):
+    folder = make_dataset(tmp_path)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    assert data.find_dataset("toy") == folder
+    assert data.find_dataset("absent") is None
+    assert data.verify_checksums(folder).verdict == "ok"

@@ -3,7 +3,8 @@
 A data set is a folder named after it under the data root: ``$WINNOW_DATA`` when set, otherwise
 ``../shared/data`` beside the repository (checked next to the source tree, then next to the
 working directory). A folder with a ``SHA256SUMS`` file (``sha256sum`` format, paths relative to
-the folder) is verified before use. This is the only module that reads the environment.
+the folder) is verified before use; one without is used as it is, and reported "unverified". This
+is the only module that reads the environment.
 """
 
 from __future__ import annotations
@@ -18,16 +19,24 @@ from winnow.common.exceptions import ChecksumError, DataNotFoundError
 
 __all__ = [
     "ENV_VAR",
+    "SHIPPED_DATASETS",
     "ChecksumReport",
     "data_file",
     "data_roots",
     "dataset_path",
+    "find_dataset",
     "list_datasets",
     "verify_checksums",
 ]
 
 ENV_VAR = "WINNOW_DATA"
 CHECKSUM_FILE = "SHA256SUMS"
+# The data sets the shared data folder holds, each with the extra whose jobs read it.
+SHIPPED_DATASETS: dict[str, str] = {
+    "routing": "route",
+    "search": "search",
+    "ridesourcing": "explain",
+}
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -46,12 +55,20 @@ class ChecksumReport:
 
     @property
     def ok(self) -> bool:
+        """Usable: no listed file changed or missing (a folder without sums is usable too)."""
         return not self.mismatched and not self.missing
+
+    @property
+    def verdict(self) -> str:
+        """``"ok"`` (every listed file matches), ``"unverified"`` (no sums) or ``"failed"``."""
+        if not self.ok:
+            return "failed"
+        return "ok" if self.has_sums else "unverified"
 
     @property
     def status(self) -> str:
         if not self.has_sums:
-            return "no SHA256SUMS"
+            return f"unverified (no {CHECKSUM_FILE})"
         if self.ok:
             return f"ok ({self.listed} files)"
         return f"FAILED ({len(self.mismatched)} changed, {len(self.missing)} missing)"
@@ -75,20 +92,24 @@ def dataset_path(name: str, verify: bool = True) -> Path:
     Raises :class:`DataNotFoundError` naming every folder searched, or :class:`ChecksumError`
     naming the files that differ from their recorded checksums.
     """
-    searched = [root / name for root in data_roots()]
-    for folder in searched:
-        if folder.is_dir():
-            if verify:
-                report = verify_checksums(folder)
-                if not report.ok:
-                    raise ChecksumError(_checksum_message(name, report))
-            return folder
-    where = ", ".join(str(path) for path in searched)
+    folder = find_dataset(name)
+    if folder is not None:
+        if verify:
+            report = verify_checksums(folder)
+            if not report.ok:
+                raise ChecksumError(_checksum_message(name, report))
+        return folder
+    where = ", ".join(str(root / name) for root in data_roots())
     raise DataNotFoundError(
         f"data set {name!r} not found; searched: {where}. Fix: place the shared data folder "
         f"beside the repository (../shared/data/{name}) or set {ENV_VAR} to the folder that "
         f"holds {name}/."
     )
+
+
+def find_dataset(name: str) -> Path | None:
+    """The folder of data set ``name`` under the first data root that has it, unchecked."""
+    return next((root / name for root in data_roots() if (root / name).is_dir()), None)
 
 
 def data_file(spec: str | Path) -> Path:

@@ -2,7 +2,7 @@
 
 Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>/``::
 
-    run.json       package version, seed, command line, Python and platform
+    run.json       package version, seed, command line, Python and platform; status, started, ended
     config.yaml    the resolved config, loadable again with ``load_config``
     metrics.jsonl  one JSON object per logged step, appended as the run goes
     metrics.json   the final summary (plus the run metadata), written once at the end
@@ -11,6 +11,13 @@ Layout of ``runs/<name>-<YYYYmmdd-HHMMSS>/``::
 
 Every whole-file write goes to a temporary file in the same folder and is renamed into place, so
 a crash leaves either the previous file or the new one, never half of one.
+
+``run.json`` says how the run went, so a failed or stopped run is not taken for a finished one:
+``status`` is ``running`` from the start, then ``completed`` (the report is written or the job
+returned), ``failed`` (with ``error``, the exception's one line) or ``interrupted`` (Ctrl-C);
+``started`` and ``ended`` are UTC times. A job that uses its run as a context manager records
+its own end; :func:`finishing_runs` records it for runs started inside a block (the CLI wraps
+every command in one), so jobs need not do anything.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +44,22 @@ from winnow.common.exceptions import ConfigError
 from winnow.common.report import ReportSection, render_html
 
 __all__ = [
+    "RUN_STATUSES",
     "RunDir",
     "atomic_path",
     "atomic_write_text",
+    "exit_status",
+    "finishing_runs",
     "read_step_metrics",
     "run_section",
     "to_jsonable",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+_ERROR_CHARS = 500
+# The runs started inside the innermost ``finishing_runs`` block; None outside any block.
+_OPEN_RUNS: ContextVar[list[RunDir] | None] = ContextVar("winnow_open_runs", default=None)
 
 
 @contextmanager
@@ -96,6 +111,57 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _utc_now() -> str:
+    """The current time in UTC, ISO 8601 with milliseconds (runs started in one second sort)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def exit_status(error: BaseException | None) -> tuple[str, str | None]:
+    """``(status, error line)`` of a run whose job ended by raising ``error`` (None: returned).
+
+    Ctrl-C is ``interrupted``; an exit with code 0 (``SystemExit``, click's ``Exit``) is
+    ``completed``; anything else ``failed``. An exit that replaced an error (``user_errors``
+    turns a WinnowError into exit code 2) reports the error it replaced.
+    """
+    if error is None:
+        return "completed", None
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", None
+    if isinstance(error, SystemExit) or hasattr(error, "exit_code"):
+        code = error.code if isinstance(error, SystemExit) else error.exit_code
+        if code in (0, None):
+            return "completed", None
+        replaced = error.__cause__ or error.__context__
+        if replaced is None and not getattr(error, "message", None):
+            return "failed", f"exit code {code}"
+        error = replaced or error
+    message = str(getattr(error, "message", None) or error).strip()
+    line = f"{type(error).__name__}: {message.splitlines()[0]}" if message else type(error).__name__
+    return "failed", line[:_ERROR_CHARS]
+
+
+@contextmanager
+def finishing_runs() -> Iterator[list[RunDir]]:
+    """Record the end of every run started inside the block that did not record its own.
+
+    Yields the list of those runs. The status comes from how the block ends
+    (:func:`exit_status`); the exception, if any, propagates unchanged.
+    """
+    runs: list[RunDir] = []
+    token = _OPEN_RUNS.set(runs)
+    try:
+        yield runs
+    except BaseException as error:
+        for run in runs:
+            run.finish(*exit_status(error))
+        raise
+    else:
+        for run in runs:
+            run.finish("completed")
+    finally:
+        _OPEN_RUNS.reset(token)
+
+
 def read_step_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl``; a last line cut short by a crash is ignored."""
     records = []
@@ -109,6 +175,9 @@ def read_step_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 class RunDir:
     """A fresh folder for one run under ``root``; never reuses an existing folder.
+
+    ``run.json`` says ``running`` until :meth:`finish`, :meth:`write_report` or the end of a
+    ``with RunDir(...) as run:`` block records how the run ended.
 
     Parameters
     ----------
@@ -137,7 +206,43 @@ class RunDir:
             "python": platform.python_version(),
             "platform": platform.platform(),
         }
-        self._write_json("run.json", self.meta)
+        # Kept apart from ``meta``, which metrics.json copies while the run is still running.
+        self._end: dict[str, Any] = {
+            "status": "running",
+            "started": _utc_now(),
+            "ended": None,
+            "pid": os.getpid(),
+            "host": platform.node(),
+        }
+        self._write_json("run.json", self.meta | self._end)
+        open_runs = _OPEN_RUNS.get()
+        if open_runs is not None:
+            open_runs.append(self)
+
+    @property
+    def status(self) -> str:
+        """One of :data:`RUN_STATUSES`."""
+        return self._end["status"]
+
+    def finish(self, status: str = "completed", error: str | None = None) -> None:
+        """Record in ``run.json`` how the run ended; only the first call after the start counts.
+
+        A run folder deleted meanwhile (a job that cleans up after bad input) stays deleted.
+        """
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"status must be one of {RUN_STATUSES[1:]}, got {status!r}")
+        if self.status != "running" or not self.path.is_dir():
+            return
+        self._end |= {"status": status, "ended": _utc_now()}
+        if error is not None:
+            self._end["error"] = error
+        self._write_json("run.json", self.meta | self._end)
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, exc_type, error, traceback) -> None:
+        self.finish(*exit_status(error))
 
     def write_config(self, config: BaseModel) -> Path:
         """Save the resolved config as ``config.yaml``."""
@@ -164,10 +269,15 @@ class RunDir:
         return target
 
     def write_report(self, markdown_text: str, title: str) -> Path:
-        """Write ``report.md`` and a self-contained ``report.html``; return the HTML path."""
+        """Write ``report.md`` and a self-contained ``report.html``; return the HTML path.
+
+        The report is a run's last output, so writing it marks the run ``completed``.
+        """
         atomic_write_text(self.path / "report.md", markdown_text)
         html = render_html(markdown_text, base_dir=self.path, title=title)
-        return atomic_write_text(self.path / "report.html", html)
+        report = atomic_write_text(self.path / "report.html", html)
+        self.finish("completed")
+        return report
 
     def _write_json(self, filename: str, payload: Any) -> Path:
         text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
@@ -201,8 +311,8 @@ def run_section(
     ``make_section(config, run, quiet)`` draws into the run and returns its section; the report
     starts with ``# heading`` (default ``title``). Returns the path of ``report.html``.
     """
-    run = RunDir(name, root=root, seed=getattr(config, "seed", None))
-    run.write_config(config)
-    section = make_section(config, run, quiet)
-    run.write_summary(section.summary)
-    return run.write_report(f"# {heading or title}\n\n{section.markdown}", title=title)
+    with RunDir(name, root=root, seed=getattr(config, "seed", None)) as run:
+        run.write_config(config)
+        section = make_section(config, run, quiet)
+        run.write_summary(section.summary)
+        return run.write_report(f"# {heading or title}\n\n{section.markdown}", title=title)
