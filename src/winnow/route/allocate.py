@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.route.exceptions import RouteInputError
+from winnow.route.highs_output import run_highs
 
 __all__ = ["Allocation", "allocate_instances", "proportional_allocation"]
 
@@ -115,7 +116,8 @@ def allocate_instances(
     ).tocsr()
     integrality = np.concatenate([np.zeros(n_x + n_total), np.ones(m)])
     upper_bounds = np.concatenate([np.ones(n_x + n_total), total_gpus // gpus])
-    result = milp(
+    result = run_highs(
+        milp,
         objective,
         constraints=LinearConstraint(matrix, np.concatenate(lower), np.concatenate(upper)),
         integrality=integrality,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.common.extras import require
+from winnow.route.highs_output import run_highs
 from winnow.route.relaxation import (
     Core,
     Program,
@@ -179,7 +180,8 @@ def _core_milp(program, mask, incumbent, tolerance, deadline, levels) -> tuple[n
         options = {"mip_rel_gap": min(1.0, tolerance / max(model.magnitude, tolerance))}
         if deadline is not None:
             options["time_limit"] = max(deadline - time.perf_counter(), 1e-3)
-        result = optimize.milp(
+        result = run_highs(
+            optimize.milp,
             model.c,
             integrality=model.integrality,
             bounds=optimize.Bounds(model.lower, model.upper),

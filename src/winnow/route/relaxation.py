@@ -36,6 +36,7 @@ import numpy as np
 from winnow.common.extras import require
 from winnow.route.budget_rule import solver_budget
 from winnow.route.exceptions import InfeasibleBatchError
+from winnow.route.highs_output import run_highs
 
 __all__ = [
     "Core",
@@ -238,7 +239,8 @@ def _core_lp(program: Program, core: Core) -> tuple[np.ndarray, float, np.ndarra
     if core.query.size == 0:
         return theta, value, core.fixed
     coupled = core.upper.size > f
-    result = linprog(
+    result = run_highs(
+        linprog,
         -program.score[core.query, core.model],
         A_ub=core.matrix[f:] if coupled else None,
         b_ub=core.upper[f:] if coupled else None,
