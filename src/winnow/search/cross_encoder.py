@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.causal_lm import save_pretrained_quietly
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
@@ -308,7 +309,7 @@ class CrossEncoderTeacher:
         _check_fitted(self)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model_.save_pretrained(str(path))
+        save_pretrained_quietly(self.model_, path)
         record = {
             "params": {**self.get_params(), "model": self.model_id},
             "history": self.history_,

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.causal_lm import save_pretrained_quietly
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
@@ -263,7 +264,7 @@ class StudentRanker:
         _check_fitted(self)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.network_.model_.save_pretrained(str(path))
+        save_pretrained_quietly(self.network_.model_, path)
         record = {
             "params": {**self.get_params(), "model": self.network_.model_id},
             "teachers": self.teachers_,

@@ -27,6 +27,7 @@ import json
 import math
 from pathlib import Path
 
+from winnow.common.causal_lm import save_pretrained_quietly
 from winnow.common.extras import require
 from winnow.common.runs import atomic_write_text
 
@@ -125,8 +126,8 @@ class ZeroShotCrossEncoder(torch.nn.Module):
     def save_pretrained(self, path: str | Path) -> None:
         """The encoder and tokenizer as a transformers folder, the scale in ``ZERO_SHOT_FILE``."""
         path = Path(path)
-        self.model.bert.save_pretrained(str(path))
-        self.tokenizer.save_pretrained(str(path))
+        save_pretrained_quietly(self.model.bert, path)
+        save_pretrained_quietly(self.tokenizer, path)
         record = {"log_scale": float(self.model.log_scale.detach())}
         atomic_write_text(path / ZERO_SHOT_FILE, json.dumps(record, indent=2) + "\n")
 
