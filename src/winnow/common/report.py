@@ -55,25 +55,60 @@ def markdown_table(
 
 
 def render_html(markdown_text: str, base_dir: str | Path, title: str) -> str:
-    """Convert report markdown to HTML, embedding every relative PNG as a data URI."""
+    """Convert report markdown to HTML, embedding every relative PNG as a data URI.
+
+    Report text carries strings from configs and data (model paths, run names, query text), so
+    no raw HTML passes through: every ``<`` becomes ``&lt;`` except the bare ``<details>`` and
+    ``<summary>`` tags reports fold tables with, and a link or image whose address names a
+    scheme other than http(s) or mailto loses the address. A relative image must lie inside
+    ``base_dir``.
+    """
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
-    base = Path(base_dir)
-
-    def embed(match: re.Match[str]) -> str:
-        source = match.group(1)
-        if re.match(r"^[a-z]+:", source):
-            return match.group(0)
-        image = base / source
-        if not image.is_file():
-            raise FileNotFoundError(f"report refers to {source}, which is not in {base}")
-        encoded = base64.b64encode(image.read_bytes()).decode("ascii")
-        return f'src="data:image/png;base64,{encoded}"'
-
-    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    extension = _safe_extension(Path(base_dir))
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code", extension])
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
+
+
+# The only raw HTML a report may hold: a fold of its own making, nothing from configs or data.
+_OWN_TAGS = r"((?:</?details>|<summary>[^<>&]*</summary>)+)"
+_SAFE_ADDRESS = re.compile(r"^(?:https?:|mailto:|[^:]*$)", re.IGNORECASE)
+
+
+def _safe_extension(base: Path):
+    """A Python-Markdown extension: raw HTML escaped, images embedded, unsafe links dropped."""
+    from markdown.extensions import Extension
+    from markdown.inlinepatterns import HtmlInlineProcessor
+    from markdown.treeprocessors import Treeprocessor
+
+    class Addresses(Treeprocessor):
+        def run(self, root) -> None:
+            for element in root.iter("a"):
+                if not _SAFE_ADDRESS.match(element.get("href", "")):
+                    del element.attrib["href"]
+            for element in root.iter("img"):
+                source = element.get("src", "")
+                if not _SAFE_ADDRESS.match(source):
+                    del element.attrib["src"]
+                elif ":" not in source and source.lower().endswith(".png"):
+                    element.set("src", _png_data_uri(base, source))
+
+    class SafeReport(Extension):
+        def extendMarkdown(self, md) -> None:
+            md.preprocessors.deregister("html_block")
+            md.inlinePatterns.deregister("html")
+            md.inlinePatterns.register(HtmlInlineProcessor(_OWN_TAGS, md), "own_html", 90)
+            md.treeprocessors.register(Addresses(md), "addresses", 5)  # after inline (20)
+
+    return SafeReport()
+
+
+def _png_data_uri(base: Path, source: str) -> str:
+    image = (base / source).resolve()
+    if not image.is_relative_to(base.resolve()) or not image.is_file():
+        raise FileNotFoundError(f"report refers to {source}, which is not in {base}")
+    return "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode("ascii")
