@@ -156,3 +156,34 @@ def test_opd_runs_end_to_end_on_a_pruned_llama_with_a_chat_task(
     assert "chat template: shared" in section.markdown
     rows = (run.path / "metrics.jsonl").read_text().splitlines()
     assert any('"loss_mass_decile_0"' in row for row in rows)
+
+
+def test_a_pruned_student_names_its_teacher_and_refuses_a_replaced_one(
+    tiny_llama, smol_tokenizer, tmp_path
+):
+    from winnow.common.exceptions import ProvenanceError
+    from winnow.common.provenance import manifest_sha256, read_manifest
+    from winnow.distill.jobs import run_prune
+    from winnow.distill.models import check_lineage
+
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    tiny_llama.save_pretrained(teacher)
+    smol_tokenizer.save_pretrained(teacher)
+    run_prune(str(teacher), None, None, 3, student)
+    run_prune(str(student), None, [0, 2], None, tmp_path / "smaller")
+    (parent,) = read_manifest(tmp_path / "smaller")["parents"]
+    assert parent["relative_path"] == "../student"
+    assert parent["manifest_sha256"] == manifest_sha256(student)
+    assert read_manifest(student)["parents"][0]["manifest_sha256"] is None  # a bare folder
+    check_lineage(tmp_path / "smaller", student)
+    with pytest.raises(FileExistsError, match=r"student already exists; pass --overwrite"):
+        run_prune(str(teacher), None, [0, 4], None, student)
+    run_prune(str(teacher), None, [0, 4], None, student, overwrite=True)
+    assert load_model(student)[0].config.num_hidden_layers == 2
+    with pytest.raises(ProvenanceError, match=r"smaller was made from .*student.* now holds"):
+        check_lineage(tmp_path / "smaller", student)
+    check = ["distill", "check", "--student", str(tmp_path / "smaller"), "--teacher", str(student)]
+    result = CliRunner().invoke(app, check)
+    assert result.exit_code == 2 and "now holds another model" in " ".join(result.output.split())
+    check_lineage(tmp_path / "smaller", teacher)  # another teacher: the user's choice
+    check_lineage("bundled:smollm2", student)

@@ -89,3 +89,60 @@ def test_sft_learns_one_digit_addition(tokenizer):
     assert seen == metrics and len(metrics) == 300
     assert metrics[-1]["loss"] < 0.3 * metrics[0]["loss"]
     assert before < 0.1 and after > 0.6
+
+
+def sft_flags(tmp_path) -> list[str]:
+    """`winnow distill sft` with a 1-layer teacher (3 steps) and student (2 steps)."""
+    sets = {
+        "task.digits": "[1]",
+        "task.train_problems": "32",
+        "task.test_problems": "4",
+        "eval.max_new_tokens": "3",
+        "output_dir": str(tmp_path / "models"),
+    }
+    for role, steps in (("teacher", 3), ("student", 2)):
+        sets |= {
+            f"{role}.architecture.hidden_size": "16",
+            f"{role}.architecture.num_layers": "1",
+            f"{role}.architecture.num_heads": "2",
+            f"{role}.steps": str(steps),
+            f"{role}.batch_size": "4",
+        }
+    return [flag for key, value in sets.items() for flag in ("--set", f"{key}={value}")]
+
+
+def test_sft_logs_every_step_saves_manifests_and_needs_overwrite(tmp_path):
+    from typer.testing import CliRunner
+
+    from winnow.cli import app
+    from winnow.common.provenance import read_manifest
+    from winnow.common.runs import read_step_metrics
+
+    runner = CliRunner()
+    command = ["distill", "sft", "--quiet", "--out", str(tmp_path / "runs"), *sft_flags(tmp_path)]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    rows = read_step_metrics(run / "metrics.jsonl")
+    assert [(r["model"], r["step"]) for r in rows] == [
+        ("teacher", 1),
+        ("teacher", 2),
+        ("teacher", 3),
+        ("student", 1),
+        ("student", 2),
+    ]
+    assert all(r["loss"] > 0 and r["lr"] > 0 for r in rows)
+    manifests = {role: read_manifest(tmp_path / "models" / role) for role in ("teacher", "student")}
+    for manifest in manifests.values():
+        assert manifest["run"]["folder"] == str(run.resolve()) and manifest["parents"] == []
+        assert len(manifest["config_sha256"]) == len(manifest["data_sha256"]) == 64
+    assert manifests["teacher"]["config_sha256"] == manifests["student"]["config_sha256"]
+
+    again = runner.invoke(app, command)
+    assert again.exit_code == 2 and "Traceback" not in again.output
+    assert "already exists; pass --overwrite" in again.output
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # refused before any training
+    assert read_manifest(tmp_path / "models" / "teacher") == manifests["teacher"]
+    result = runner.invoke(app, [*command, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "models" / "teacher")["run"] != manifests["teacher"]["run"]

@@ -16,6 +16,10 @@ from winnow.common.cli import (
     user_errors,
 )
 
+OVERWRITE_OPTION = typer.Option(
+    False, "--overwrite", help="Replace model folders that already exist (refused without)."
+)
+
 app = typer.Typer(
     help="On-policy distillation of LLMs (TIP token selection, Paced) and GRPO with ACE.",
     no_args_is_help=True,
@@ -28,12 +32,15 @@ def sft(
     overrides: list[str] = SET_OPTION,
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Train a competent teacher and a weaker student on a synthetic task (CPU, minutes)."""
     from winnow.distill.config import SftConfig
     from winnow.distill.jobs import run_sft
 
-    run_config_job(SftConfig, config, overrides, lambda s: run_sft(s, root=out, quiet=quiet))
+    run_config_job(
+        SftConfig, config, overrides, lambda s: run_sft(s, out, quiet, overwrite=overwrite)
+    )
 
 
 @app.command()
@@ -101,6 +108,7 @@ def prune(
     layers: int | None = typer.Option(
         None, "--layers", help="How many layers to keep, evenly spaced with the first and last."
     ),
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Make a student by keeping some of a model's decoder layers (same tokenizer and head)."""
     from winnow.distill.exceptions import DistillInputError
@@ -113,4 +121,4 @@ def prune(
             raise DistillInputError(
                 f"--keep must be comma-separated layer indices, got {keep!r}; e.g. 0,5,29"
             ) from None
-        typer.echo(run_prune(model, gguf_file, indices, layers, output))
+        typer.echo(run_prune(model, gguf_file, indices, layers, output, overwrite))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import random
-import shutil
-import tempfile
+from functools import partial
 from pathlib import Path
 
 import typer
 
 from winnow.common.progress import track_progress
+from winnow.common.provenance import Provenance, check_new_folder, save_model_folder
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, run_section
 from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
@@ -43,10 +43,14 @@ def configured_task(config: TaskConfig, tokenizer=None):
 
 def load_pair(config: TrainConfig, checks: list[str] | None = None):
     """Student, teacher and their shared tokenizer, after the pre-flight checks (a
-    :class:`~winnow.distill.exceptions.PreflightError` when one fails); ``checks``, when given,
-    receives one line per passed check."""
+    :class:`~winnow.distill.exceptions.PreflightError` when one fails; a
+    :class:`~winnow.common.exceptions.ProvenanceError` when the student was made from the
+    teacher's folder but it holds another model now); ``checks``, when given, receives one line
+    per passed check."""
+    from winnow.distill.models import check_lineage
     from winnow.distill.preflight import preflight
 
+    check_lineage(config.student.path, config.teacher.path)
     student, tokenizer = config.student.load()
     teacher, teacher_tokenizer = config.teacher.load()
     prompts = [
@@ -102,7 +106,9 @@ def train_section(
             _train_with_checkpoints(distiller, config, checkpoints / arm, log)
         histories[arm] = distiller.history
         if run is not None:
-            _save_model(distiller.student, tokenizer, run.path / "students" / arm)
+            parents = [config.student.path, config.teacher.path]
+            made = Provenance(config, run, parents=parents)
+            _save_model(distiller.student, tokenizer, run.path / "students" / arm, made)
             if distiller.snapshot is not None:  # token statistics exist for OPD only
                 stats, kept = distiller.snapshot
                 scatters[arm] = run.save_plot(
@@ -239,13 +245,20 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
 # -- sft ------------------------------------------------------------------------------------------
 
 
-def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSection:
+def sft_section(
+    config: SftConfig, run: RunDir, quiet: bool = False, overwrite: bool = False
+) -> ReportSection:
     """Train the teacher and the weaker student of ``config`` (the teacher only when
-    ``student`` is null), save them, plot their losses."""
+    ``student`` is null), save them, plot their losses; each step's loss and learning rate go
+    to the run's metrics.jsonl. An existing model folder is refused before any training unless
+    ``overwrite``."""
     from winnow.distill.models import char_tokenizer, load_model
     from winnow.distill.rollout import TransformersBackend
     from winnow.distill.sft import supervised_finetune
 
+    roles = [role for role in ("teacher", "student") if getattr(config, role) is not None]
+    for role in roles:
+        check_new_folder(Path(config.output_dir) / role, overwrite)
     specs = (config.teacher, config.student)
     starts = {s.init_from: load_model(s.init_from) for s in specs if s and s.init_from}
     tokenizer = (
@@ -260,10 +273,8 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
         train = demonstrations("train", config.task.train_problems, seed=config.seed)
     test = task.problems("test", config.task.test_problems, seed=0)
     rows, curves = [], {}
-    for role in ("teacher", "student"):
+    for role in roles:
         spec = getattr(config, role)
-        if spec is None:
-            continue
         model = _initial_model(spec, tokenizer, config.seed, starts)
         examples = _with_dropped_carries(config, train, spec.drop_carry, tokenizer)
         with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
@@ -275,12 +286,16 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
                 batch_size=spec.batch_size,
                 lr=spec.lr,
                 seed=config.seed,
-                on_step=lambda row, bar=bar: bar.advance(1, loss=row["loss"]),
+                on_step=partial(_log_sft_step, run, bar, role),
             )
         backend = TransformersBackend(model, tokenizer)
         result = evaluate_greedy(backend, task, test, config.eval.max_new_tokens)
         folder = Path(config.output_dir) / role
-        _save_model(model, tokenizer, folder)
+        data = [(p.prompt, p.answer) for p in examples]
+        made = Provenance(
+            config, run, data=data, parents=[spec.init_from] if spec.init_from else []
+        )
+        _save_model(model, tokenizer, folder, made, overwrite)
         row = {
             "model": role,
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -301,6 +316,11 @@ def sft_section(config: SftConfig, run: RunDir, quiet: bool = False) -> ReportSe
         + f"\n![SFT loss](plots/{plot.name})\n"
     )
     return ReportSection(markdown, {row["model"]: row for row in rows})
+
+
+def _log_sft_step(run: RunDir, bar, role: str, row: dict) -> None:
+    bar.advance(1, loss=row["loss"])
+    run.log_step(row["step"], model=role, **{k: v for k, v in row.items() if k != "step"})
 
 
 def _initial_model(spec, tokenizer, seed: int, starts: dict):
@@ -326,29 +346,40 @@ def _with_dropped_carries(config: SftConfig, train: list, share: float, tokenize
     return [w if rng.random() < share else c for c, w in zip(train, dropped, strict=True)]
 
 
-def run_sft(config: SftConfig, root: str | Path = "runs", quiet: bool = False) -> Path:
+def run_sft(
+    config: SftConfig, root: str | Path = "runs", quiet: bool = False, overwrite: bool = False
+) -> Path:
     """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
+    section = partial(sft_section, overwrite=overwrite)
     return run_section(
-        "distill-sft", config, sft_section, "distill sft", root, quiet, heading="winnow distill sft"
+        "distill-sft", config, section, "distill sft", root, quiet, heading="winnow distill sft"
     )
 
 
 def run_prune(
-    model: str, gguf_file: str | None, keep: list[int] | None, layers: int | None, output: Path
+    model: str,
+    gguf_file: str | None,
+    keep: list[int] | None,
+    layers: int | None,
+    output: Path,
+    overwrite: bool = False,
 ) -> str:
     """``winnow distill prune``: a student from ``model`` with fewer decoder layers, saved as a
-    normal folder beside its (identical) tokenizer; returns a one-line summary."""
+    normal folder beside its (identical) tokenizer, its manifest naming ``model`` as its parent;
+    returns a one-line summary. An existing ``output`` is refused unless ``overwrite``."""
     from winnow.distill.exceptions import DistillInputError
     from winnow.distill.models import load_model
     from winnow.distill.pruning import evenly_spaced_layers, prune_layers
 
     if (keep is None) == (layers is None):
         raise DistillInputError("pass exactly one of --keep (layer indices) and --layers (count)")
+    check_new_folder(output, overwrite)
     source, tokenizer = load_model(model, gguf_file=gguf_file)
     total = len(source.get_decoder().layers)
     kept = keep if keep is not None else evenly_spaced_layers(total, layers)
     pruned = prune_layers(source, kept)
-    _save_model(pruned, tokenizer, output)
+    settings = {"model": model, "gguf_file": gguf_file, "keep": kept}
+    _save_model(pruned, tokenizer, output, Provenance(settings, parents=[model]), overwrite)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (source, pruned))
     return (
         f"kept decoder layers {kept} of {total}: {after / 1e6:.1f}M of {before / 1e6:.1f}M "
@@ -356,15 +387,16 @@ def run_prune(
     )
 
 
-def _save_model(model, tokenizer, folder: Path) -> None:
-    """``save_pretrained`` into a temporary folder, then rename: never a half-written model."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+def _save_model(
+    model, tokenizer, folder: Path, provenance: Provenance, overwrite: bool = False
+) -> None:
+    """``save_pretrained`` of the model and its tokenizer, with a manifest, all at once."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    save_model_folder(folder, write, provenance, overwrite)
 
 
 def _length_curves(histories: dict[str, list[dict]]):

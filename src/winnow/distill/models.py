@@ -44,6 +44,7 @@ from winnow.common.causal_lm import (
     quiet_loading,
 )
 from winnow.common.config import Config
+from winnow.common.provenance import check_parents
 from winnow.distill.exceptions import DistillInputError, TokenizerMismatchError
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "TinyModelConfig",
     "build_tiny_model",
     "char_tokenizer",
+    "check_lineage",
     "check_same_tokenizer",
     "encode_prompts",
     "hidden_states",
@@ -216,6 +218,21 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def check_lineage(student: str | Path, teacher: str | Path) -> None:
+    """Raise :class:`~winnow.common.exceptions.ProvenanceError` when the saved ``student`` was
+    pruned or fine-tuned from the folder ``teacher`` but that folder now holds another model
+    (replaced since, e.g. with ``--overwrite``): the pair is not the one its manifest records.
+    Hub ids, bundled names and folders without a manifest pass."""
+    folder = Path(student).expanduser()
+    if folder.is_dir():
+        check_parents(
+            folder,
+            fix="make the student again from this teacher (`winnow distill prune` or `sft`), "
+            "or pass the teacher it was made from",
+            only=[Path(teacher).expanduser()],
+        )
 
 
 def check_same_tokenizer(
