@@ -26,7 +26,7 @@ def plot_system_means(rows: list[dict], metrics: list[str]) -> Figure:
     ax.set_xticks(centers, metrics)
     ax.set_ylim(0, 1)
     ax.set_ylabel("mean over queries")
-    ax.legend(fontsize=8, ncols=2, loc="lower right")
+    _legend_beside(fig, ax, fontsize=8)
     return fig
 
 
@@ -63,7 +63,7 @@ def plot_loss_curves(histories: dict[str, list[float]], window: int = 10) -> Fig
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"loss ({window}-step mean)")
     if len(untrained) < len(histories):
-        ax.legend(fontsize=8)
+        _legend_beside(fig, ax, fontsize=8)
     return fig
 
 
@@ -94,5 +94,10 @@ def plot_fold_values(per_fold: dict, metric: str) -> Figure:
     ax.set_xticks(np.arange(len(next(iter(per_fold.values()))[metric])))
     ax.set_xlabel("fold (its held-out queries)")
     ax.set_ylabel(f"{metric}, mean over the fold")
-    ax.legend(fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_beside(fig, ax, fontsize=7)
     return fig
+
+
+def _legend_beside(fig: Figure, ax, fontsize: int) -> None:
+    """The legend right of the axes, never over bars or lines (constrained layout makes room)."""
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=fontsize)
