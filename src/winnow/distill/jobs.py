@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from winnow.common.causal_lm import quiet_loading, save_pretrained_quietly
 from winnow.common.progress import track_progress
 from winnow.common.provenance import Provenance, check_new_folder, save_model_folder
 from winnow.common.report import ReportSection, markdown_table
@@ -132,11 +133,14 @@ def _shared_folder(accelerator, run: RunDir | None, name: str) -> Path:
 
 
 def _train_with_checkpoints(distiller, config: TrainConfig, folder: Path, log) -> None:
+    import transformers
+
     every = config.checkpoint_every or config.steps
     while distiller.step < config.steps:
         target = min(config.steps, (distiller.step // every + 1) * every)
         distiller.train(target, on_step=log)
-        distiller.save_checkpoint(folder / f"step-{distiller.step:06d}")
+        with quiet_loading(transformers):  # accelerate warns of the tied weights it drops
+            distiller.save_checkpoint(folder / f"step-{distiller.step:06d}")
 
 
 def _final_row(history: list[dict]) -> dict:
@@ -393,8 +397,8 @@ def _save_model(
     """``save_pretrained`` of the model and its tokenizer, with a manifest, all at once."""
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_pretrained_quietly(model, tmp)
+        save_pretrained_quietly(tokenizer, tmp)
 
     save_model_folder(folder, write, provenance, overwrite)
 
