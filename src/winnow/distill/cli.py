@@ -49,14 +49,32 @@ def train(
     overrides: list[str] = SET_OPTION,
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder from each arm's latest checkpoint, with its "
+        "config.yaml (--set still applies), into a new run folder.",
+    ),
 ) -> None:
     """Train one student per arm: distillation (TIP, Paced, OPSDC), GRPO with ACE, or the OPSA
     control; DDP-ready (the vLLM rollout backend is experimental: never run here)."""
+    from winnow.distill.checkpoints import resumed_config
     from winnow.distill.config import TrainConfig
+    from winnow.distill.exceptions import DistillInputError
     from winnow.distill.jobs import run_train
 
     with user_errors():
-        report = run_train(config_from_flags(TrainConfig, config, overrides), out, quiet)
+        if resume is not None and config is not None:
+            raise DistillInputError(
+                "--resume continues a run with its own config.yaml; drop --config and change "
+                "fields with --set"
+            )
+        settings = (
+            resumed_config(resume, overrides or [])
+            if resume is not None
+            else config_from_flags(TrainConfig, config, overrides)
+        )
+        report = run_train(settings, out, quiet)
     if report is not None:
         typer.echo(f"report: {report}")
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -190,7 +191,14 @@ class EvalConfig(Config):
 
 
 class TrainConfig(Config):
-    """``winnow distill train``: on-policy distillation, one training run per selector arm."""
+    """``winnow distill train``: on-policy distillation, one training run per selector arm.
+
+    Checkpoints are on by default, every 50 steps and at the end, so a stopped run loses at most
+    50 steps (``--resume RUN_DIR``). That is cheap on the shipped configs: an arithmetic student
+    saves in about 20 ms on CPU (1.6 MB with its optimizer state), 3 to 6 times per arm over
+    150 to 300 steps; the 40-step SmolLM2 run (about 1.3 GB per checkpoint) still saves only its
+    final one.
+    """
 
     seed: int = 0
     student: ModelRef = ModelRef(path="models/arith/student")
@@ -232,9 +240,13 @@ class TrainConfig(Config):
     eval: EvalConfig = EvalConfig()
     steps: int = Field(200, ge=1, description="optimizer steps per arm")
     prompts_per_step: int = Field(64, ge=1, description="prompts per rollout batch (per process)")
-    checkpoint_every: int = Field(0, ge=0, description="0 = only the final checkpoint")
+    checkpoint_every: int = Field(
+        50, ge=0, description="steps between checkpoints (and one at the end); 0 = only the end"
+    )
     resume_from: str | None = Field(
-        None, description="a checkpoint folder <run>/checkpoints/<arm>/step-N; one arm only"
+        None,
+        description="a run folder (each arm continues from its latest checkpoint there: "
+        "--resume) or one checkpoint folder <run>/checkpoints/<arm>/step-N (one arm only)",
     )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="auto: bf16 on a GPU that supports it, else float32"
@@ -295,10 +307,12 @@ class TrainConfig(Config):
 
     @model_validator(mode="after")
     def _resume_is_one_arm(self):
-        if self.resume_from and len(self.arms) != 1:
+        run_folder = self.resume_from and (Path(self.resume_from) / "run.json").is_file()
+        if self.resume_from and not run_folder and len(self.arms) != 1:
             raise ValueError(
-                "resume_from continues one arm; keep only that arm in arms "
-                f"(got {len(self.arms)}: {', '.join(self.arms)})"
+                "a checkpoint in resume_from continues one arm; keep only that arm in arms, or "
+                f"pass the run folder to continue every arm (got {len(self.arms)}: "
+                f"{', '.join(self.arms)})"
             )
         return self
 

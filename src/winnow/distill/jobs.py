@@ -75,6 +75,7 @@ def train_section(
     ``run`` is None on the non-main processes of a data-parallel launch: they train but write
     nothing except their share of each checkpoint.
     """
+    from winnow.distill.checkpoints import resume_checkpoint
     from winnow.distill.plots import selection_scatter
     from winnow.distill.trainer import OnPolicyDistiller, make_accelerator
 
@@ -92,8 +93,9 @@ def train_section(
         distiller = OnPolicyDistiller(
             student, teacher, tokenizer, task, config, selector, accelerator=accelerator
         )
-        if config.resume_from:
-            distiller.load_checkpoint(config.resume_from)
+        start = resume_checkpoint(config.resume_from, arm) if config.resume_from else None
+        if start is not None:
+            distiller.load_checkpoint(start)
         with track_progress(f"OPD {arm}", config.steps, quiet or run is None) as bar:
             bar.advance(distiller.step)
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from winnow.common.runs import atomic_path, atomic_write_text
+from winnow.distill.checkpoints import STATE_FILE
 from winnow.distill.config import TrainConfig
 from winnow.distill.evaluate import EvalResult, evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
@@ -47,7 +48,6 @@ from winnow.distill.tokens import SelectorConfig, TokenStats
 
 __all__ = ["OnPolicyDistiller", "StudentBody", "make_accelerator", "step_seed"]
 
-_STATE_FILE = "trainer_state.json"
 _TEACHER_FILE = "teacher.pt"
 
 
@@ -420,7 +420,10 @@ class OnPolicyDistiller:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Save weights, optimizer, RNG states, the step and the metric history to ``path``."""
+        """Save weights, optimizer, RNG states, the step and the metric history to ``path``.
+
+        ``trainer_state.json`` is written last: a folder that has it is a complete checkpoint.
+        """
         path = Path(path)
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
@@ -429,17 +432,17 @@ class OnPolicyDistiller:
                 with atomic_path(path / _TEACHER_FILE) as tmp:
                     torch.save(self.teacher.state_dict(), tmp)
             state = {"step": self.step, "history": self.history}
-            atomic_write_text(path / _STATE_FILE, json.dumps(state, indent=1) + "\n")
+            atomic_write_text(path / STATE_FILE, json.dumps(state, indent=1) + "\n")
         self.accelerator.wait_for_everyone()
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a :meth:`save_checkpoint` folder; training then continues exactly."""
         path = Path(path)
-        state_file = path / _STATE_FILE
+        state_file = path / STATE_FILE
         if not state_file.is_file():
             raise DistillInputError(
-                f"{path} is not a winnow checkpoint (no {_STATE_FILE}); pass a folder "
+                f"{path} is not a winnow checkpoint (no {STATE_FILE}); pass a folder "
                 "written by save_checkpoint, e.g. runs/<run>/checkpoints/<arm>/step-000100"
             )
         self.accelerator.load_state(str(path))
