@@ -50,6 +50,7 @@ def test_demo_writes_one_run_folder_with_report(tmp_path):
     assert f"report: {report}" in result.output
     html = report.read_text()
     assert html.startswith("<!DOCTYPE html>") and "winnow demo" in html
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     summary = json.loads((run_dir / "metrics.json").read_text())["summary"]
     assert set(summary["ran"]) | set(summary["skipped"]) == {
         "distill",
