@@ -12,6 +12,7 @@ from winnow.route.evaluate import BatchOutcome
 
 __all__ = ["plot_accuracy_vs_budget", "plot_batch_spend"]
 
+_LINE_STYLES = ("-", "--", ":")
 _POINT_KEYS = ("budget_per_query", "accuracy", "batches_over_budget", "capacity_violations")
 
 
@@ -29,7 +30,7 @@ def plot_accuracy_vs_budget(rows: Sequence[Mapping], streams: Sequence[str]) -> 
     routers = list(dict.fromkeys(r["router"] for r in rows))
     handles = {}
     for ax, stream in zip(axes, streams, strict=True):
-        for router in routers:
+        for index, router in enumerate(routers):
             points = sorted(
                 tuple(r[key] for key in _POINT_KEYS)
                 for r in rows
@@ -37,7 +38,8 @@ def plot_accuracy_vs_budget(rows: Sequence[Mapping], streams: Sequence[str]) -> 
             )
             budgets, accuracy, over, excess = (np.array(v) for v in zip(*points, strict=True))
             budgets = budgets * 1e3
-            (line,) = ax.plot(budgets, accuracy, marker="o", label=router)
+            style = _LINE_STYLES[index // 10 % len(_LINE_STYLES)]  # the colour cycle has 10
+            (line,) = ax.plot(budgets, accuracy, marker="o", ls=style, label=router)
             handles.setdefault(router, line)
             color = line.get_color()
             broke = over > 0
