@@ -6,7 +6,7 @@ from winnow.common.progress import format_metrics, track_progress
 
 
 def test_format_metrics():
-    assert format_metrics({"loss": 0.1234567, "step": 3}) == "loss=0.1235 step=3"
+    assert format_metrics({"loss": 0.1234567, "step": 3, "acc": None}) == "loss=0.1235 step=3"
 
 
 def test_off_a_terminal_a_plain_line_per_interval_and_one_at_the_end():
@@ -19,6 +19,12 @@ def test_off_a_terminal_a_plain_line_per_interval_and_one_at_the_end():
     assert len(lines) == 4  # one per step; the end adds none when the last step was printed
     assert lines[0].startswith("work: 1/4 (25%), ") and "left" in lines[0]
     assert lines[-1].startswith("work: 4/4 (100%), ") and lines[-1].endswith("loss=0.5")
+
+    narrow = io.StringIO()  # a log file: rich assumes 80 columns, the line must not wrap
+    console = Console(file=narrow, force_terminal=False, width=40)
+    with track_progress("a long description of the work", 2, console=console) as bar:
+        bar.advance(2, some_metric=0.123456, another_metric=7)
+    assert len(narrow.getvalue().splitlines()) == 1
 
     rarely = io.StringIO()
     console = Console(file=rarely, force_terminal=False, width=200)

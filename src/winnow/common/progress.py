@@ -27,9 +27,11 @@ PLAIN_INTERVAL_S = 10.0
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """``{"loss": 0.1234567, "step": 3}`` -> ``"loss=0.1235 step=3"``."""
+    """``{"loss": 0.1234567, "step": 3, "acc": None}`` -> ``"loss=0.1235 step=3"``."""
     parts = []
     for key, value in metrics.items():
+        if value is None:  # not measured at this step (e.g. no eval yet)
+            continue
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         parts.append(f"{key}={shown}")
     return " ".join(parts)
@@ -83,7 +85,8 @@ class ProgressTracker:
             parts.append(f"~{_duration(elapsed * (task.total / self.completed - 1))} left")
         if self._metrics:
             parts.append(self._metrics)
-        self._plain.print(f"{task.description}: {done}, " + ", ".join(parts), highlight=False)
+        line = f"{task.description}: {done}, " + ", ".join(parts)
+        self._plain.print(line, highlight=False, soft_wrap=True)  # one line in any log width
         self._last_line = time.monotonic()
         self._printed = self.completed
 
