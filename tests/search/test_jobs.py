@@ -1,6 +1,7 @@
 """The search jobs end to end on a small slice: eval report, index folder, clear errors."""
 
 import json
+from pathlib import Path
 
 import faiss
 import pytest
@@ -9,6 +10,8 @@ from typer.testing import CliRunner
 
 from winnow.cli import app
 from winnow.common.config import load_config
+from winnow.common.provenance import MANIFEST_FILE, manifest_sha256, read_manifest
+from winnow.common.runs import read_step_metrics
 from winnow.search.config import SearchConfig, TrainConfig
 from winnow.search.datasets import load_beir
 from winnow.search.jobs import evaluated_queries, select_corpus
@@ -145,6 +148,35 @@ def test_train_then_eval_reports_every_reranker(tmp_path):
     systems = json.loads((evaluation / "metrics.json").read_text())["summary"]["systems"]
     assert {f"dense+{name}" for name in trained} <= set(systems)
     assert "| dense+student_both |" in (evaluation / "report.md").read_text()
+    assert_steps_logged_and_models_traced(run, tmp_path / "models", trained)
+
+    again = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert "already holds saved rerankers" in " ".join(again.output.split())
+    # A run stopped after saving its teachers: a new relevance teacher beside the old students.
+    manifest = tmp_path / "models" / "relevance_teacher" / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace('"created": "', '"created": "new '))
+    refused = runner.invoke(app, ["search", "eval", "--out", str(out), "--quiet", *tiny])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    unwrapped = "".join(refused.output.split())  # rich folds long paths anywhere
+    assert "student_bothwasmadefrom" in unwrapped and "relevance_teacher(manifest" in unwrapped
+    assert "nowholdsanothermodel" in unwrapped
+
+
+def assert_steps_logged_and_models_traced(run, models, trained: set[str]) -> None:
+    """Every model logged each step of each fit (both folds and the saved "all"), and each
+    student's manifest names the teachers saved beside it by their manifest hashes."""
+    rows = read_step_metrics(run / "metrics.jsonl")
+    for name in trained:
+        for fold in (0, 1, "all"):
+            steps = [r["step"] for r in rows if r.get("model") == name and r.get("fold") == fold]
+            assert steps == list(range(1, len(steps) + 1)) and steps, (name, fold)
+    assert all(r["loss"] >= 0 and r["lr"] >= 0 for r in rows if "model" in r)
+    student = read_manifest(models / "student_both")
+    assert student["run"]["folder"] == str(run.resolve()) and student["data_sha256"]
+    teachers = {Path(p["path"]).name: p["manifest_sha256"] for p in student["parents"]}
+    for name in ("relevance_teacher", "engagement_teacher"):
+        assert teachers[name] == manifest_sha256(models / name)
 
 
 def test_an_llm_judge_and_teacher_join_training_and_a_student_distils_it(tmp_path, llama_folder):

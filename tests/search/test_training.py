@@ -1,5 +1,5 @@
-"""The train pipeline's parts without training: judges from the config, real click logs, the
-students' unlabelled lists, and config errors that name the field."""
+"""The train pipeline's parts: judges from the config, real click logs, the students' unlabelled
+lists, config errors that name the field, and saved models with their provenance."""
 
 import math
 
@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tests.search.server_helpers import save_untrained_teacher
+from tests.search.test_ranker import make_student, tiny_lists, tiny_scores
+from winnow.common.exceptions import ModelFolderExistsError, ProvenanceError
+from winnow.common.provenance import Provenance, manifest_sha256, read_manifest
 from winnow.search.clicks import ClickJudge
-from winnow.search.config import ClicksConfig, JudgeConfig, TrainConfig
+from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig, TrainConfig
+from winnow.search.cross_encoder import CrossEncoderTeacher
 from winnow.search.datasets import Passage, Query, QuerySplit, load_beir
+from winnow.search.reranking import load_ranker, load_rankers
 from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 from winnow.search.training import (
     TrainingData,
+    check_output_dir,
     engagement_judge,
     relevance_judge,
+    save_rankers,
     unlabelled_lists,
 )
 
@@ -84,3 +92,38 @@ def test_student_weights_must_name_known_teachers():
         TrainConfig(students={"odd": {"clicks": 1.0}})
     with pytest.raises(ValidationError, match=r"students\.none"):
         TrainConfig(students={"none": {"relevance": 0.0}})
+
+
+def test_saved_students_name_their_teachers_and_refuse_replaced_ones(tmp_path):
+    rows = []
+    student = make_student(epochs=1).fit(tiny_lists(), tiny_scores(), on_step=rows.append)
+    assert [row["step"] for row in rows] == [1, 2, 3] and all(row["lr"] > 0 for row in rows)
+    assert [row["loss"] for row in rows] == student.history_
+    teacher = CrossEncoderTeacher.load(save_untrained_teacher(tmp_path / "made"), quiet=True)
+    models = tmp_path / "models"
+    rankers = {"student_x": student, "student_x+int8": None, "relevance_teacher": teacher}
+    made = Provenance(config={"seed": 0}, data={"queries": ["q1"]})
+    saved = save_rankers(rankers, models, made)
+    assert list(saved) == ["relevance_teacher", "student_x"]  # teachers first
+    parents = read_manifest(models / "student_x")["parents"]
+    assert parents[-1]["relative_path"] == "../relevance_teacher"
+    assert parents[-1]["manifest_sha256"] == manifest_sha256(models / "relevance_teacher")
+    assert load_ranker(models / "student_x").kind == "student"
+
+    config = SearchConfig.model_validate({"train": {"output_dir": str(models)}})
+    with pytest.raises(
+        ModelFolderExistsError, match=r"\(relevance_teacher, student_x\); pass --over"
+    ):
+        check_output_dir(config, overwrite=False)
+    with pytest.raises(ModelFolderExistsError, match="pass --overwrite"):
+        save_rankers({"relevance_teacher": teacher}, models, made)
+    check_output_dir(config, overwrite=True)
+    save_rankers({"relevance_teacher": teacher}, models, made, overwrite=True)  # a stopped run
+    for load in (load_ranker, load_rankers):
+        target = models / "student_x" if load is load_ranker else models
+        with pytest.raises(ProvenanceError) as caught:
+            load(target)
+        message = str(caught.value)
+        assert "student_x was made from" in message and "relevance_teacher" in message
+        assert "--overwrite" in message
+    assert load_ranker(models / "relevance_teacher").kind == "teacher"

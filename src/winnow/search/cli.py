@@ -43,13 +43,16 @@ def train(
     overrides: list[str] = SET_OPTION,
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the rerankers already saved in train.output_dir."
+    ),
 ) -> None:
     """Train the relevance and engagement teachers and distil the students from them."""
     from winnow.search.config import SearchConfig
     from winnow.search.training import run_search_train
 
     run_config_job(
-        SearchConfig, config, overrides, lambda s: run_search_train(s, root=out, quiet=quiet)
+        SearchConfig, config, overrides, lambda s: run_search_train(s, out, quiet, overwrite)
     )
 
 

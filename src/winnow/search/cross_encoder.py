@@ -59,12 +59,14 @@ from winnow.search.datasets import BeirDataset, Query
 from winnow.search.embed import MINILM_ID
 from winnow.search.exceptions import SearchInputError
 from winnow.search.fitting import (
+    StepCallback,
     adamw_with_warmup,
     check_choice,
     check_int,
     check_optional_int,
     check_positive,
     check_unit_interval,
+    report_step,
     torch_threads,
 )
 from winnow.search.losses import LOSSES
@@ -252,8 +254,11 @@ class CrossEncoderTeacher:
     def model_id(self) -> str:
         return MINILM_ID if self.model is None else str(self.model)
 
-    def fit(self, lists: Sequence[CandidateList]) -> CrossEncoderTeacher:
-        """Train on candidate lists (labels ``NaN`` = excluded); returns ``self``."""
+    def fit(
+        self, lists: Sequence[CandidateList], on_step: StepCallback | None = None
+    ) -> CrossEncoderTeacher:
+        """Train on candidate lists (labels ``NaN`` = excluded); returns ``self``. ``on_step``
+        receives each step's ``{"step", "loss", "lr"}``."""
         torch = require("torch", "search")
         lists = _check_lists(lists)
         steps_per_epoch = math.ceil(len(lists) / self.lists_per_step)
@@ -279,9 +284,9 @@ class CrossEncoderTeacher:
                     order = order_rng.permutation(len(lists))
                     for start in range(0, len(lists), self.lists_per_step):
                         batch = [lists[i] for i in order[start : start + self.lists_per_step]]
+                        lr = schedule.get_last_lr()[0]
                         loss = self._step(batch, optimizer, schedule)
-                        self.history_.append(loss)
-                        bar.advance(1, loss=loss)
+                        report_step(self.history_, loss, lr, bar, on_step)
             self.model_.eval()
         return self
 

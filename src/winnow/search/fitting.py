@@ -1,9 +1,9 @@
 """What every trained ranker here shares: parameter checks that name the field, torch CPU
-threads for a block, and AdamW with linear warmup and decay."""
+threads for a block, AdamW with linear warmup and decay, and what each step reports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Integral, Real
 
@@ -17,8 +17,12 @@ __all__ = [
     "check_optional_int",
     "check_positive",
     "check_unit_interval",
+    "report_step",
     "torch_threads",
 ]
+
+StepCallback = Callable[[dict], None]
+"""Receives ``{"step": 1-based, "loss": float, "lr": float}`` after each optimiser step."""
 
 
 def check_choice(name: str, value: object, table: Mapping) -> None:
@@ -70,6 +74,18 @@ def adamw_with_warmup(parameters: list, settings, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def report_step(
+    history: list[float], loss: float, lr: float, bar, on_step: StepCallback | None
+) -> None:
+    """One optimiser step done: ``loss`` joins ``history`` and the progress ``bar``, and
+    ``on_step`` (when given) receives the step, its loss and the learning rate it used, so a
+    run can append each step to its metrics.jsonl while training goes on."""
+    history.append(loss)
+    bar.advance(1, loss=loss)
+    if on_step is not None:
+        on_step({"step": len(history), "loss": loss, "lr": lr})
 
 
 @contextmanager

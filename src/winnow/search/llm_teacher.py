@@ -62,6 +62,7 @@ from winnow.search.fitting import (
     check_optional_int,
     check_positive,
     check_unit_interval,
+    report_step,
     torch_threads,
 )
 from winnow.search.losses import LOSSES
@@ -299,8 +300,9 @@ class LLMRelevanceTeacher:
         self.device = device
         self.quiet = quiet
 
-    def fit(self, lists: Sequence[CandidateList]) -> LLMRelevanceTeacher:
-        """Fine-tune on candidate lists (labels ``NaN`` = excluded); returns ``self``."""
+    def fit(self, lists: Sequence[CandidateList], on_step=None) -> LLMRelevanceTeacher:
+        """Fine-tune on candidate lists (labels ``NaN`` = excluded); returns ``self``.
+        ``on_step`` receives each step's ``{"step", "loss", "lr"}``."""
         torch = require("torch", "search")
         lists = _check_lists(lists)
         total = math.ceil(len(lists) / self.lists_per_step) * self.epochs
@@ -310,7 +312,7 @@ class LLMRelevanceTeacher:
             self.history_: list[float] = []
             self.trained_names_: list[str] = []
             if total:
-                self._train(lists, total)
+                self._train(lists, total, on_step)
         return self
 
     def list_loss(self, entry: CandidateList):
@@ -444,7 +446,7 @@ class LLMRelevanceTeacher:
             self.forward_batch_size,
         )
 
-    def _train(self, lists: list[CandidateList], total: int) -> None:
+    def _train(self, lists: list[CandidateList], total: int, on_step) -> None:
         parameters = self._make_trainable()
         logger.info(
             "training the %s LLM teacher (%s, %d trained weights): %d lists, %d steps",
@@ -462,9 +464,9 @@ class LLMRelevanceTeacher:
                 order = order_rng.permutation(len(lists))
                 for start in range(0, len(lists), self.lists_per_step):
                     batch = [lists[i] for i in order[start : start + self.lists_per_step]]
+                    lr = schedule.get_last_lr()[0]
                     loss = self._step(batch, parameters, optimizer, schedule)
-                    self.history_.append(loss)
-                    bar.advance(1, loss=loss)
+                    report_step(self.history_, loss, lr, bar, on_step)
         self.model_.eval()
         _merge_adapters(self.model_)
 

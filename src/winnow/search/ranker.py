@@ -56,7 +56,7 @@ from winnow.common.runs import atomic_write_text
 from winnow.search.cross_encoder import HEADS, CandidateList, CrossEncoderTeacher
 from winnow.search.datasets import Query
 from winnow.search.exceptions import SearchInputError
-from winnow.search.fitting import torch_threads
+from winnow.search.fitting import StepCallback, report_step, torch_threads
 from winnow.search.losses import LOSSES, TARGET_NORMS
 
 __all__ = [
@@ -204,9 +204,13 @@ class StudentRanker:
         self._network()  # validates the shared settings before any model loads
 
     def fit(
-        self, lists: Sequence[CandidateList], teacher_scores: Mapping[str, Sequence]
+        self,
+        lists: Sequence[CandidateList],
+        teacher_scores: Mapping[str, Sequence],
+        on_step: StepCallback | None = None,
     ) -> StudentRanker:
-        """Distil from ``teacher_scores`` (``{name: [[k_i] float per list]}``, ``NaN`` = none)."""
+        """Distil from ``teacher_scores`` (``{name: [[k_i] float per list]}``, ``NaN`` = none);
+        ``on_step`` receives each step's ``{"step", "loss", "lr"}``."""
         torch = require("torch", "search")
         self.teachers_ = [name for name, w in self.teacher_weights.items() if w > 0]
         lists, targets = _aligned_targets(list(lists), teacher_scores, self.teachers_)
@@ -226,7 +230,7 @@ class StudentRanker:
             network.model_ = prune_layers(model, self.num_layers)
             self.network_ = network
             self.history_: list[float] = []
-            self._train(lists, targets, total)
+            self._train(lists, targets, total, on_step)
             network.model_.eval()
         return self
 
@@ -301,7 +305,7 @@ class StudentRanker:
         params = {k: v for k, v in self.get_params().items() if k in shared}
         return CrossEncoderTeacher(**params, name="student")
 
-    def _train(self, lists, targets, total: int) -> None:
+    def _train(self, lists, targets, total: int, on_step) -> None:
         torch = require("torch", "search")
         network = self.network_
         optimizer, schedule = network._optimizer(total)
@@ -312,14 +316,14 @@ class StudentRanker:
                 order = order_rng.permutation(len(lists))
                 for start in range(0, len(lists), self.lists_per_step):
                     chosen = order[start : start + self.lists_per_step]
+                    lr = schedule.get_last_lr()[0]
                     loss = self.batch_loss([lists[i] for i in chosen], [targets[i] for i in chosen])
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(network.model_.parameters(), self.max_grad_norm)
                     optimizer.step()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
-                    self.history_.append(float(loss.detach()))
-                    bar.advance(1, loss=self.history_[-1])
+                    report_step(self.history_, float(loss.detach()), lr, bar, on_step)
 
 
 def prune_layers(cross_encoder, num_layers: int):

@@ -2,7 +2,9 @@
 
 ``winnow search train`` saves each teacher and student in its own folder under
 ``train.output_dir``; ``winnow search eval``, the server and the benchmarks load them from
-there with :func:`load_rankers`. :func:`rerank_depth` reorders the first ``depth`` candidates
+there with :func:`load_rankers`, which refuses a student whose teachers beside it are not the
+ones it was distilled from (each folder's ``winnow-manifest.json`` records its parents; see
+:mod:`winnow.common.provenance`). :func:`rerank_depth` reorders the first ``depth`` candidates
 of each query and keeps the rest of the first-stage order behind them, so recall at deeper
 cut-offs is that of the first stage.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.extras import require
+from winnow.common.provenance import check_parents
 from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher
 from winnow.search.datasets import BeirDataset
 from winnow.search.exceptions import SavedArtifactError
@@ -32,11 +35,16 @@ __all__ = [
     "load_rankers",
     "rerank",
     "rerank_depth",
+    "saved_model_folders",
 ]
 
 MODEL_CONFIG = "config.json"
 RECORDS = (STUDENT_FILE, TEACHER_FILE, LLM_TEACHER_FILE)  # what `search train` writes per model
 TRAIN_AGAIN = "train it again (`winnow search train`) or pass another folder"
+MIXED_RUNS = (
+    "the folder mixes models of two `winnow search train` runs (one stopped after saving its "
+    "teachers?); run `winnow search train --overwrite` so that they come from one run"
+)
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,13 @@ def load_ranker(
 
     A folder that is not one model (missing, the parent of several models, no
     ``config.json``) or whose files do not load (corrupt JSON, truncated weights) raises a
-    :class:`~winnow.search.exceptions.SavedArtifactError` naming the folder or file and the fix.
+    :class:`~winnow.search.exceptions.SavedArtifactError` naming the folder or file and the fix;
+    a student whose teachers beside it are not the ones it was distilled from raises a
+    :class:`~winnow.common.exceptions.ProvenanceError` naming both.
     """
     path = Path(path)
     _check_model_folder(path)
+    check_parents(path, fix=MIXED_RUNS)
     settings = {"num_threads": num_threads, "device": device, "quiet": True}
     if (path / STUDENT_FILE).is_file():
         kind, load = "student", StudentRanker.load
@@ -111,13 +122,24 @@ def load_ranker(
 
 def load_rankers(folder: str | Path, num_threads: int | None = None) -> dict[str, SavedRanker]:
     """Every reranker saved in a subfolder of ``folder``, by folder name; ``{}`` if none."""
+    folders = saved_model_folders(folder)
+    for child in folders:  # a mixed set is refused before any model loads
+        check_parents(child, fix=MIXED_RUNS)
+    return {child.name: load_ranker(child, num_threads) for child in folders}
+
+
+def saved_model_folders(folder: str | Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold a saved teacher or student, sorted; ``[]`` if
+    ``folder`` is not a folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        return {}
-    found = sorted(
-        child for child in folder.iterdir() if any((child / n).is_file() for n in RECORDS)
+        return []
+    return sorted(
+        child
+        for child in folder.iterdir()
+        if not child.name.startswith(".")  # a save in progress, or one a crash left behind
+        and any((child / n).is_file() for n in RECORDS)
     )
-    return {child.name: load_ranker(child, num_threads) for child in found}
 
 
 def _check_model_folder(path: Path) -> None:

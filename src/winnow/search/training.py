@@ -23,19 +23,27 @@ the fold's ``fit`` queries as the train split and its ``inner`` queries as the d
 The pooled held-out rankings give each system's nDCG@10 (raw and ``2^g - 1`` gains), MRR@10 and
 recall@100 with paired bootstrap intervals against dense (:mod:`winnow.search.train_report`).
 Then the same pipeline runs once on all judged queries and saves every model under
-``train.output_dir``, where ``winnow search eval`` and ``winnow search serve`` find them.
+``train.output_dir``, where ``winnow search eval`` and ``winnow search serve`` find them. Each
+model folder gets a manifest (:mod:`winnow.common.provenance`): the teachers are saved first, so
+each student's manifest names the very teachers beside it, and loading refuses a student whose
+teachers were replaced since. Saving over earlier models needs ``overwrite``, checked before any
+training. Every optimiser step of every model goes to the run's metrics.jsonl as it is taken.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from winnow.common.causal_lm import bundled_smollm2
+from winnow.common.exceptions import ModelFolderExistsError
+from winnow.common.provenance import Provenance, save_model_folder
 from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir, run_section
 from winnow.search.click_simulator import ClickModel, simulate_clicks
@@ -50,12 +58,15 @@ from winnow.search.judge_check import judge_agreement
 from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
+from winnow.search.reranking import saved_model_folders
 from winnow.search.stack import quantize_int8
 from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 
 __all__ = [
     "METRICS",
+    "StepLog",
     "TrainingData",
+    "check_output_dir",
     "distillation_lists",
     "engagement_judge",
     "final_training",
@@ -74,6 +85,9 @@ __all__ = [
 ]
 
 METRICS = ("ndcg@10", "ndcg_burges@10", "mrr@10", "recall@100")
+
+StepLog = Callable[[dict], None]
+"""Receives one row per optimiser step: ``{"model", "choice", "step", "loss", "lr"}``."""
 
 
 @dataclass(frozen=True)
@@ -159,14 +173,15 @@ def train_teacher(
     name: str,
     overrides: dict | None = None,
     quiet: bool = False,
+    on_step: StepLog | None = None,
 ) -> CrossEncoderTeacher:
     """One cross-encoder teacher on labelled ``lists`` (:func:`judged_lists`), with
-    ``train.teacher`` settings updated by ``overrides``."""
+    ``train.teacher`` settings updated by ``overrides``; ``on_step`` gets each step's row."""
     settings = {**config.train.teacher.model_dump(), **(overrides or {})}
     teacher = CrossEncoderTeacher(
         name=name, seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
     )
-    return teacher.fit(lists)
+    return teacher.fit(lists, on_step)
 
 
 def train_llm_teacher(
@@ -174,14 +189,15 @@ def train_llm_teacher(
     lists: list[CandidateList],
     overrides: dict | None = None,
     quiet: bool = False,
+    on_step: StepLog | None = None,
 ) -> LLMRelevanceTeacher:
     """The causal-LM relevance teacher on ``lists``, with ``train.llm_teacher`` settings updated
-    by ``overrides``."""
+    by ``overrides``; ``on_step`` gets each step's row."""
     settings = {**config.train.llm_teacher.model_dump(), **(overrides or {})}
     teacher = LLMRelevanceTeacher(
         name="llm", seed=config.seed, num_threads=config.train.num_threads, quiet=quiet, **settings
     )
-    return teacher.fit(lists)
+    return teacher.fit(lists, on_step)
 
 
 def unlabelled_lists(training: TrainingData, query_ids: list[str]) -> list[CandidateList]:
@@ -237,9 +253,10 @@ def train_students(
     teacher_scores: dict,
     quiet: bool = False,
     overrides: dict | None = None,
+    log: StepLog | None = None,
 ) -> dict[str, StudentRanker]:
     """One student per ``train.students`` weighting, all on the same teacher scores, with
-    ``train.student`` settings updated by ``overrides``."""
+    ``train.student`` settings updated by ``overrides``; ``log`` gets each step's row."""
     settings = {**config.train.student.model_dump(), **(overrides or {})}
     students = {}
     for name, weights in config.train.students.items():
@@ -250,15 +267,20 @@ def train_students(
             quiet=quiet,
             **settings,
         )
-        students[name] = student.fit(lists, teacher_scores)
+        students[name] = student.fit(lists, teacher_scores, _tagged(log, model=f"student_{name}"))
     return students
 
 
 def fold_rankers(
-    config: SearchConfig, training: TrainingData, dense: Rankings, quiet: bool = False
+    config: SearchConfig,
+    training: TrainingData,
+    dense: Rankings,
+    quiet: bool = False,
+    log: StepLog | None = None,
 ) -> tuple[dict, dict]:
     """Train one fold's rerankers on ``training.split.train``, choosing each setting listed in
-    ``train.cv.choices`` by nDCG@10 on ``training.split.dev`` (the inner split).
+    ``train.cv.choices`` by nDCG@10 on ``training.split.dev`` (the inner split). ``log`` gets
+    every optimiser step of every model (its name and the index of its setting in ``choices``).
 
     Returns ``({system: ranker}, {system: choice record})``: both teachers (and
     ``llm_teacher`` when configured), one student per ``train.students`` weighting, and
@@ -283,7 +305,15 @@ def fold_rankers(
     for name in judges:
         settings = options.get(f"{name}_teacher", [{}])
         candidates = [
-            train_teacher(config, labelled[name], name, override, quiet) for override in settings
+            train_teacher(
+                config,
+                labelled[name],
+                name,
+                override,
+                quiet,
+                _tagged(log, model=f"{name}_teacher", choice=i),
+            )
+            for i, override in enumerate(settings)
         ]
         teachers[name], chosen[f"{name}_teacher"] = _choose(
             candidates, settings, config, training, dense
@@ -291,8 +321,14 @@ def fold_rankers(
     if config.train.llm_teacher is not None:
         settings = options.get("llm_teacher", [{}])
         candidates = [
-            train_llm_teacher(config, labelled["relevance"], override, quiet)
-            for override in settings
+            train_llm_teacher(
+                config,
+                labelled["relevance"],
+                override,
+                quiet,
+                _tagged(log, model="llm_teacher", choice=i),
+            )
+            for i, override in enumerate(settings)
         ]
         teachers["llm"], chosen["llm_teacher"] = _choose(
             candidates, settings, config, training, dense
@@ -301,8 +337,8 @@ def fold_rankers(
     weighted = {name for w in config.train.students.values() for name, v in w.items() if v > 0}
     scores = precompute_teacher_scores({n: teachers[n] for n in weighted}, lists)
     trained = [
-        train_students(config, lists, scores, quiet, override)
-        for override in options.get("student", [{}])
+        train_students(config, lists, scores, quiet, override, _tagged(log, choice=i))
+        for i, override in enumerate(options.get("student", [{}]))
     ]
     rankers = {f"{name}_teacher": teacher for name, teacher in teachers.items()}
     for name in config.train.students:
@@ -329,23 +365,53 @@ def final_training(config: SearchConfig, training: TrainingData) -> TrainingData
     return dataclasses.replace(training, split=QuerySplit(fit, inner, []))
 
 
-def save_rankers(rankers: dict, output: Path) -> dict[str, str]:
-    """Save each trained ranker in ``output/<name>``. Served variants (``name+int8``) are not
-    saved: ``winnow search serve --int8`` makes them from the saved model at start-up."""
-    return {
-        name: str(ranker.save(output / name)) for name, ranker in rankers.items() if "+" not in name
-    }
+def check_output_dir(config: SearchConfig, overwrite: bool) -> None:
+    """Raise :class:`~winnow.common.exceptions.ModelFolderExistsError` when
+    ``train.output_dir`` already holds saved rerankers and ``overwrite`` is off."""
+    output = Path(config.train.output_dir)
+    existing = [folder.name for folder in saved_model_folders(output)]
+    if existing and not overwrite:
+        raise ModelFolderExistsError(
+            f"train.output_dir {output} already holds saved rerankers ({', '.join(existing)}); "
+            "pass --overwrite to replace them, or --set train.output_dir=<another folder>"
+        )
 
 
-def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> ReportSection:
-    """Cross-validate every system, then train and save the models on all judged queries."""
+def save_rankers(
+    rankers: dict, output: Path, provenance: Provenance, overwrite: bool = False
+) -> dict[str, str]:
+    """Save each trained ranker in ``output/<name>`` with its manifest (``provenance``, and the
+    models it was trained from as parents). Teachers go first, so that each student's manifest
+    records the teachers saved beside it. Served variants (``name+int8``) are not saved:
+    ``winnow search serve --int8`` makes them from the saved model at start-up."""
+    saved = {}
+    ordered = sorted(rankers.items(), key=lambda item: isinstance(item[1], StudentRanker))
+    for name, ranker in ordered:
+        if "+" not in name:
+            made = dataclasses.replace(provenance, parents=_parents(ranker, output))
+            saved[name] = str(save_model_folder(output / name, ranker.save, made, overwrite))
+    return saved
+
+
+def train_section(
+    config: SearchConfig, run: RunDir, quiet: bool = False, overwrite: bool = False
+) -> ReportSection:
+    """Cross-validate every system, then train and save the models on all judged queries
+    (refused before any training when earlier models are in the way and not ``overwrite``)."""
     from winnow.search.metrics import cross_validated
     from winnow.search.train_report import cross_validation_section
 
+    check_output_dir(config, overwrite)
     training = prepare_training(config, quiet)
     cv = config.train.cv
     folds = make_folds(training.data.judged_query_ids, cv.folds, cv.inner_fraction, config.seed)
-    rankings, results = cross_validate(config, training, folds, fold_rankers, quiet)
+    fold_of = {tuple(fold.test): fold.index for fold in folds}
+
+    def train_fold(config, view, dense, quiet):
+        log = _run_log(run, fold_of[tuple(view.split.test)])
+        return fold_rankers(config, view, dense, quiet, log)
+
+    rankings, results = cross_validate(config, training, folds, train_fold, quiet)
     scores = cross_validated(
         training.data.qrels,
         rankings,
@@ -355,23 +421,62 @@ def train_section(config: SearchConfig, run: RunDir, quiet: bool = False) -> Rep
         seed=config.seed,
     )
     final = final_training(config, training)
-    rankers, chosen = fold_rankers(config, final, rankings["dense"], quiet)
-    saved = save_rankers(rankers, Path(config.train.output_dir))
+    rankers, chosen = fold_rankers(config, final, rankings["dense"], quiet, _run_log(run, "all"))
+    made = Provenance(config, run, data=_training_data(config, final))
+    saved = save_rankers(rankers, Path(config.train.output_dir), made, overwrite)
     log = engagement_judge(config.train.clicks, final, config.seed)[1]
     return cross_validation_section(config, run, scores, results, rankers, chosen, saved, log)
 
 
-def run_search_train(config: SearchConfig, root: str | Path = "runs", quiet=False) -> Path:
+def run_search_train(
+    config: SearchConfig, root: str | Path = "runs", quiet=False, overwrite: bool = False
+) -> Path:
     """``winnow search train`` into a new run folder; returns the path of ``report.html``."""
     return run_section(
         "search-train",
         config,
-        train_section,
+        partial(train_section, overwrite=overwrite),
         "Search train",
         root,
         quiet,
         heading="Search: teachers and distilled students",
     )
+
+
+def _tagged(log: StepLog | None, **fields) -> StepLog | None:
+    """``log`` with ``fields`` (which model, which setting) added to every row."""
+    return None if log is None else lambda row: log({**fields, **row})
+
+
+def _run_log(run: RunDir, fold: int | str) -> StepLog:
+    """Rows into ``run``'s metrics.jsonl, with the fold (``"all"``: the saved models)."""
+    return lambda row: run.log_step(
+        row["step"], fold=fold, **{k: v for k, v in row.items() if k != "step"}
+    )
+
+
+def _parents(ranker, output: Path) -> list[str]:
+    """What ``ranker`` was trained from: its base checkpoint and, for a student, the teachers
+    saved beside it in ``output``."""
+    if isinstance(ranker, StudentRanker):
+        teachers = [str(output / f"{name}_teacher") for name in ranker.teachers_]
+        return [ranker.network_.model_location(), *teachers]
+    if isinstance(ranker, LLMRelevanceTeacher):
+        return [ranker.model_location()[0]]
+    return [ranker.model_location()]
+
+
+def _training_data(config: SearchConfig, training: TrainingData) -> dict:
+    """What identifies the saved models' training data: the collection, the judged queries
+    that trained and chose settings, their qrels, and every query's dense candidates."""
+    queries = [*training.split.train, *training.split.dev]
+    qrels = {qid: training.data.qrels.get(qid, {}) for qid in queries}
+    return {
+        "collection": config.data.name,
+        "queries": queries,
+        "qrels": qrels,
+        "candidates": training.candidates,
+    }
 
 
 def _choose(candidates: list, options: list[dict], config, training, dense) -> tuple:
