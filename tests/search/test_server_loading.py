@@ -1,6 +1,6 @@
 """Start-up failures of the search server: each corrupt, missing or mismatched file stops it with
-one line naming the file and the fix (SavedArtifactError), and the command exits 2 without a
-traceback."""
+one line naming the file and the fix (SavedArtifactError, or ProvenanceError for a student beside
+teachers of another run), and the command exits 2 without a traceback."""
 
 import json
 import shutil
@@ -10,7 +10,10 @@ from typer.testing import CliRunner
 
 from tests.search.server_helpers import DOCS, build_tiny_index, save_untrained_teacher
 from winnow.cli import app as cli_app
+from winnow.common.provenance import Provenance, save_model_folder
+from winnow.search.cross_encoder import TEACHER_FILE
 from winnow.search.exceptions import SavedArtifactError, SearchInputError
+from winnow.search.ranker import STUDENT_FILE
 from winnow.search.reranking import load_ranker
 from winnow.search.server_loading import cached_summaries, read_manifest
 from winnow.search.server_service import SearchService
@@ -212,3 +215,24 @@ def test_the_command_exits_2_naming_the_models_of_a_parent_folder(index_dir, tmp
         (tmp_path / "models" / name / "config.json").write_text("{}")
     output = serve_output("--index-dir", index_dir, "--reranker", tmp_path / "models")
     assert "holds several models: relevance_teacher, student_both; pass one of them" in output
+
+
+def test_serve_refuses_a_student_beside_teachers_of_another_run(index_dir, tmp_path):
+    def fake(record: str):
+        def write(folder):
+            (folder / "config.json").write_text("{}")
+            (folder / record).write_text("{}")
+
+        return write
+
+    models = tmp_path / "models"
+    teacher = save_model_folder(
+        models / "relevance_teacher", fake(TEACHER_FILE), Provenance(config={"run": 1})
+    )
+    student = save_model_folder(
+        models / "student_both", fake(STUDENT_FILE), Provenance({"run": 1}, parents=[teacher])
+    )
+    save_model_folder(teacher, fake(TEACHER_FILE), Provenance({"run": 2}), overwrite=True)
+    output = serve_output("--index-dir", index_dir, "--reranker", student)
+    assert "error:" in output and "now holds another model" in output
+    assert "winnow search train --overwrite" in output
