@@ -43,7 +43,8 @@ RECORDS = (STUDENT_FILE, TEACHER_FILE, LLM_TEACHER_FILE)  # what `search train` 
 TRAIN_AGAIN = "train it again (`winnow search train`) or pass another folder"
 MIXED_RUNS = (
     "the folder mixes models of two `winnow search train` runs (one stopped after saving its "
-    "teachers?); run `winnow search train --overwrite` so that they come from one run"
+    "teachers?); run `winnow search train --overwrite` so that they come from one run, or "
+    "delete the student if that run does not train it"
 )
 
 
