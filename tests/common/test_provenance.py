@@ -68,6 +68,9 @@ def test_saving_over_a_folder_needs_overwrite(tmp_path):
     assert (folder / "weights.txt").read_text() == "first"
     save(folder, "second", overwrite=True)
     assert (folder / "weights.txt").read_text() == "second"
+    before = manifest_sha256(folder)
+    save(folder, "second", overwrite=True)  # the same model again, within the same second
+    assert manifest_sha256(folder) != before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing left aside
 
 

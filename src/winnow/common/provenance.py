@@ -9,6 +9,8 @@ the parents a manifest names with the folders found there now.
 
 The manifest (``format`` 1) holds::
 
+    save_id                      random: two saves never share a manifest hash, even when
+                                 made within one second from the same config
     winnow_version, created      package version, ISO time with offset
     run                          {"name", "folder"} of the run that made it, or null
     config_sha256                SHA-256 of the resolved config as canonical JSON
@@ -76,7 +78,7 @@ def content_sha256(value: Any) -> str:
 def manifest_sha256(folder: str | Path) -> str | None:
     """SHA-256 (hex) of the manifest file's bytes in ``folder``; ``None`` when it has none.
 
-    The manifest holds its creation time and run, so this identifies one save of one model.
+    The manifest holds a random ``save_id``, so this identifies one save of one model.
     """
     path = Path(folder) / MANIFEST_FILE
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
@@ -178,6 +180,7 @@ def _manifest(folder: Path, provenance: Provenance) -> dict:
     run = provenance.run
     return {
         "format": MANIFEST_FORMAT,
+        "save_id": uuid.uuid4().hex,
         "winnow_version": winnow.__version__,
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "run": None if run is None else {"name": run.name, "folder": str(Path(run.path).resolve())},
