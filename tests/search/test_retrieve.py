@@ -120,7 +120,7 @@ def test_min_max_normalise_constant_rows_and_padding():
 class FakeTextEncoder:
     """Bag of hashed words: texts sharing words get a positive inner product."""
 
-    cache_id = "fake-bag-of-words"
+    name = "fake-bag-of-words"
 
     def encode(self, texts, quiet=False):
         rows = np.zeros((len(texts), 64), dtype=np.float32)
@@ -165,4 +165,4 @@ def test_dense_retriever_embeds_texts_through_the_cache(tmp_path):
     retriever = DenseRetriever(FakeTextEncoder(), cache_dir=tmp_path).fit(["a", "b", "c"], docs)
     ids, _ = retriever.search(["apple pie recipe", "market news today"], 1)
     assert ids[:, 0].tolist() == ["a", "c"]
-    assert len(list(tmp_path.glob("*.npy"))) == 2  # documents and queries, one entry each
+    assert len(list(tmp_path.glob("*/batch-*.npz"))) == 2  # documents and queries, one file each

@@ -21,8 +21,8 @@ from tests.search.server_helpers import (
     with_reranker,
 )
 from winnow.cli import app as cli_app
+from winnow.common.embeddings import MINILM_ID
 from winnow.search import server, server_loading, server_queue, server_requests, server_service
-from winnow.search.embed import MINILM_ID
 from winnow.search.exceptions import SearchInputError
 from winnow.search.reranking import load_ranker
 from winnow.search.server import create_app

@@ -81,7 +81,7 @@ def test_rerank_sorts_by_the_rerankers_sigmoid_and_indices_map_back(reranked):
 def test_without_a_reranker_the_score_is_the_mapped_dense_cosine(service):
     query = "what is a kitten"
     body = rerank(service, {"query": query, "documents": TEXTS, "model": "my-model"}).json()
-    vectors = service.retriever.encoder.encode([query, *TEXTS], quiet=True)
+    vectors = service.retriever.encoder.encode([query, *TEXTS])
     expected = (vectors[1:] @ vectors[0] + 1) / 2
     scores = {r["index"]: r["relevance_score"] for r in body["results"]}
     np.testing.assert_allclose([scores[i] for i in range(5)], expected, atol=1e-6)

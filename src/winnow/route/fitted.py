@@ -67,9 +67,9 @@ class FittedQuality:
         if self.backend == "tfidf":
             return self.tfidf.transform(texts)
         if self.encoder is None:  # loaded once, on first use
-            from winnow.route.embeddings import SentenceTransformerEncoder
+            from winnow.common.embeddings import SentenceEncoder
 
-            self.encoder = SentenceTransformerEncoder(self.backend)
+            self.encoder = SentenceEncoder(self.backend)
         return self.encoder.encode(texts)
 
     def predict(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,9 @@
 """search: semantic search with an LLM judge, teachers and a small ranker served prefill-only.
 
-Modules, one concept each (import from them; nothing heavy loads until it is used):
+Modules, one concept each (import from them; nothing heavy loads until it is used). Sentence
+embeddings and their on-disk cache live in :mod:`winnow.common.embeddings`, shared with route.
 
 - ``datasets``: BEIR corpora, queries and graded qrels; query-level splits.
-- ``embed``: sentence embeddings (bundled all-MiniLM-L6-v2) with an on-disk cache.
 - ``retrieve``: dense (FAISS flat or HNSW), BM25 (bm25s), and hybrid fusion (RRF, interpolation).
 - ``metrics``: nDCG@k, recall@k and friends over graded qrels, with ranx.
 - ``teachers``: relevance judges: from qrels, an OpenAI-compatible chat LLM, a local causal LM.
@@ -45,7 +45,6 @@ __all__ = [
     "cross_encoder",
     "crossval",
     "datasets",
-    "embed",
     "fitting",
     "folds",
     "jobs",

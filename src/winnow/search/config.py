@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from winnow.common.config import Config
-from winnow.search.embed import DEFAULT_CACHE_DIR
+from winnow.common.embeddings import DEFAULT_CACHE_DIR
 
 __all__ = [
     "ClicksConfig",

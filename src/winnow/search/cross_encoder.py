@@ -52,11 +52,11 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.causal_lm import save_pretrained_quietly
+from winnow.common.embeddings import MINILM_ID
 from winnow.common.extras import require
 from winnow.common.progress import track_progress
 from winnow.common.runs import atomic_write_text
 from winnow.search.datasets import BeirDataset, Query
-from winnow.search.embed import MINILM_ID
 from winnow.search.exceptions import SearchInputError
 from winnow.search.fitting import (
     StepCallback,

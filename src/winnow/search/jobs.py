@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.embeddings import SentenceEncoder, encode_cached
 from winnow.common.progress import track_progress
 from winnow.common.report import ReportSection, markdown_table
 from winnow.common.runs import RunDir, atomic_write_text, run_section
 from winnow.search.config import EncoderConfig, RetrievalConfig, SearchConfig
 from winnow.search.datasets import BeirDataset, load_beir, split_queries
-from winnow.search.embed import Encoder, encode_cached
 from winnow.search.exceptions import SearchInputError
 
 __all__ = [
@@ -71,8 +71,10 @@ def select_corpus(
     return Corpus([p.id for p in passages], [p.text for p in passages])
 
 
-def _encoder(config: EncoderConfig) -> Encoder:
-    return Encoder(config.model, batch_size=config.batch_size, max_seq_length=config.max_seq_length)
+def _encoder(config: EncoderConfig) -> SentenceEncoder:
+    return SentenceEncoder(
+        config.model, batch_size=config.batch_size, max_seq_length=config.max_seq_length
+    )
 
 
 def _retrievers(corpus: Corpus, vectors: np.ndarray, config: RetrievalConfig, encoder) -> dict:
@@ -95,7 +97,7 @@ class FirstStage:
     """The corpus searched, the encoder, and the fitted retrievers by system name."""
 
     corpus: Corpus
-    encoder: Encoder
+    encoder: SentenceEncoder
     retrievers: dict
 
 
@@ -153,7 +155,7 @@ def retrieval_section(config: SearchConfig, run: RunDir, quiet: bool = False) ->
         "queries": config.queries,
         "query_ids": query_ids,
         "passages": len(stage.corpus.doc_ids),
-        "encoder": stage.encoder.cache_id,
+        "encoder": stage.encoder.name,
         "rerankers": {name: ranker.describe() for name, ranker in rankers.items()},
         "rerank_items_per_s": {name: t.items_per_s for name, t in timings.items()},
         "systems": {name: found.mean for name, found in results.items()},
@@ -172,7 +174,7 @@ def retrieval_section(config: SearchConfig, run: RunDir, quiet: bool = False) ->
     markdown = (
         f"{len(query_ids)} judged `{config.queries}` queries of `{config.data.name}` (split "
         f"{config.data.split}, seed {config.seed}) over {len(stage.corpus.doc_ids):,} passages; "
-        f"encoder `{stage.encoder.cache_id}`; dense index `{config.retrieval.index}`; hybrids "
+        f"encoder `{stage.encoder.name}`; dense index `{config.retrieval.index}`; hybrids "
         f"fuse the top {config.retrieval.candidates} of BM25 and dense with weights "
         f"{config.retrieval.weights}. {trained} nDCG uses raw grades as gains (trec_eval); "
         "recall and MRR count grade >= 2 as relevant (TREC DL).\n\n"
@@ -219,7 +221,7 @@ def build_index(config: SearchConfig, quiet: bool = False) -> Path:
     atomic_write_text(folder / "doc_ids.json", json.dumps(corpus.doc_ids))
     manifest = {
         "dataset": config.data.name,
-        "encoder": encoder.cache_id,
+        "encoder": encoder.name,
         "index": config.retrieval.index,
         "passages": len(corpus.doc_ids),
         "dim": int(vectors.shape[1]),

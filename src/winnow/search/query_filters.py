@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 import winnow
+from winnow.common.embeddings import encode_cached
 from winnow.common.runs import atomic_write_text, to_jsonable
 from winnow.search.config import GeneratedQueriesConfig, SearchConfig
 from winnow.search.cross_encoder import CandidateList
 from winnow.search.datasets import jsonl_records, load_beir
-from winnow.search.embed import encode_cached
 from winnow.search.exceptions import DatasetFormatError, SearchInputError
 from winnow.search.fitting import torch_threads
 from winnow.search.jobs import first_stage

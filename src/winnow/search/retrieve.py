@@ -30,8 +30,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from winnow.common.embeddings import DEFAULT_CACHE_DIR, Encoder, SentenceEncoder, encode_cached
 from winnow.common.extras import require
-from winnow.search.embed import DEFAULT_CACHE_DIR, Encoder, TextEncoder, encode_cached
 from winnow.search.exceptions import SearchInputError
 
 __all__ = [
@@ -80,12 +80,12 @@ class DenseRetriever:
 
     Args:
         encoder: embeds texts given to :meth:`fit` or :meth:`search`; ``None`` builds the
-            default :class:`~winnow.search.embed.Encoder` (MiniLM) on first use. Not needed
-            when both documents and queries come as arrays.
+            default :class:`~winnow.common.embeddings.SentenceEncoder` (MiniLM) on first use.
+            Not needed when both documents and queries come as arrays.
         index: ``"flat"`` (exact, ``IndexFlatIP``) or ``"hnsw"`` (``IndexHNSWFlat``, inner
             product; graph degree ``hnsw_m``, build beam ``ef_construction``, search beam
             ``ef_search``).
-        cache_dir: embedding cache for texts (see :func:`~winnow.search.embed.encode_cached`);
+        cache_dir: embedding cache for texts (see :func:`~winnow.common.embeddings.encode_cached`);
             ``None`` disables it.
 
     Fitted attributes: ``doc_ids_`` (``[n]`` str array), ``index_`` (the FAISS index), ``dim_``.
@@ -94,7 +94,7 @@ class DenseRetriever:
 
     def __init__(
         self,
-        encoder: TextEncoder | None = None,
+        encoder: Encoder | None = None,
         index: str = "flat",
         hnsw_m: int = 32,
         ef_construction: int = 200,
@@ -151,11 +151,13 @@ class DenseRetriever:
                 )
             return np.ascontiguousarray(items, dtype=np.float32)
         if self.encoder is None:
-            self.encoder = Encoder()
+            self.encoder = SentenceEncoder()
         texts = list(items)
         if not texts:
             raise SearchInputError(f"{what} is empty; pass at least one text")
-        return np.ascontiguousarray(encode_cached(self.encoder, texts, self.cache_dir, quiet=True))
+        return np.ascontiguousarray(
+            encode_cached(self.encoder, texts, self.cache_dir, quiet=True, what=what)
+        )
 
 
 def stemmer_available() -> bool:

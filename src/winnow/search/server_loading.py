@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from winnow.common.embeddings import SentenceEncoder
 from winnow.common.exceptions import WinnowError
 from winnow.common.extras import require
 from winnow.search.datasets import load_beir
-from winnow.search.embed import Encoder
 from winnow.search.exceptions import SavedArtifactError, SearchInputError
 from winnow.search.retrieve import INDEXES, DenseRetriever
 
@@ -78,8 +78,8 @@ def load_retriever(folder: Path, manifest: Mapping[str, Any], device: str) -> De
         )
     manifest_path = folder / "manifest.json"
     try:
-        encoder = Encoder.from_cache_id(manifest["encoder"], device)
-        dim = encoder.encode(["warm-up query"], quiet=True).shape[1]
+        encoder = SentenceEncoder.from_name(manifest["encoder"], device)
+        dim = encoder.encode(["warm-up query"]).shape[1]
     except (SearchInputError, OSError, ValueError) as error:
         raise SavedArtifactError(
             f"{manifest_path}: encoder {manifest['encoder']!r} does not load "
@@ -87,7 +87,7 @@ def load_retriever(folder: Path, manifest: Mapping[str, Any], device: str) -> De
         ) from error
     if dim != index.d:
         raise SavedArtifactError(
-            f"encoder {encoder.cache_id!r} makes {dim}-d vectors but {folder} holds {index.d}-d "
+            f"encoder {encoder.name!r} makes {dim}-d vectors but {folder} holds {index.d}-d "
             f"ones; {REBUILD}"
         )
     retriever = DenseRetriever(encoder=encoder, index=manifest["index"], cache_dir=None)

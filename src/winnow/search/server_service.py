@@ -164,7 +164,7 @@ class SearchService:
         """What is loaded: passage count, encoder id, reranker class name and depth (or None)."""
         return {
             "passages": len(self.retriever.doc_ids_),
-            "encoder": self.retriever.encoder.cache_id,
+            "encoder": self.retriever.encoder.name,
             "reranker": None if self.reranker is None else type(self.reranker).__name__,
             "rerank_depth": None if self.reranker is None else self.rerank_depth,
         }
@@ -182,7 +182,7 @@ class SearchService:
         _check_positive_int("k", k)
         start = time.perf_counter()
         with self._lock:
-            vectors = self.retriever.encoder.encode([query], quiet=True)
+            vectors = self.retriever.encoder.encode([query])
             embedded = time.perf_counter()
             depth = k if self.reranker is None else max(k, self.rerank_depth)
             ids, scores = self.retriever.search(vectors, depth)
@@ -230,7 +230,7 @@ class SearchService:
             _check_positive_int("top_n", top_n)
         with self._lock:
             if self.reranker is None:
-                vectors = self.retriever.encoder.encode([query, *documents], quiet=True)
+                vectors = self.retriever.encoder.encode([query, *documents])
                 relevance = cosine_relevance(vectors[0], vectors[1:])
             else:
                 relevance = logit_relevance(self._rerank_scores(query, documents))
