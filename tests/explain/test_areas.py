@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from winnow.common.data import data_file
+from winnow.common.exceptions import InputFileError
+from winnow.common.inputs import read_table
 from winnow.explain.areas import (
     CensusFiles,
     ContextRules,
@@ -15,7 +17,6 @@ from winnow.explain.areas import (
     sum_to_units,
 )
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.inputs import read_table
 
 REPEATED_TRACT = 17031081403  # listed twice for area 8 in the shipped crosswalk
 
@@ -111,8 +112,8 @@ def test_tract_in_two_areas_is_an_error(tmp_path):
 
 def test_read_table_names_missing_columns_and_wrong_types(tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(ExplainInputError, match=r"census.land: columns \['GEOID'\].*it has: a"):
+    with pytest.raises(InputFileError, match=r"census.land: columns \['GEOID'\].*it has: a"):
         read_table(str(tmp_path / "t.csv"), ["GEOID"], "census.land")
     (tmp_path / "t.xlsx").write_bytes(b"PK")
-    with pytest.raises(ExplainInputError, match=r"\.xlsx file; give a \.csv or \.parquet"):
+    with pytest.raises(InputFileError, match=r"\.xlsx file; give a \.csv or \.parquet"):
         read_table(str(tmp_path / "t.xlsx"), ["GEOID"], "census.land")

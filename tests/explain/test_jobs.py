@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from winnow.cli import app
 from winnow.common.config import load_config
+from winnow.common.exceptions import InputFileError
 from winnow.explain.exceptions import ExplainInputError
 from winnow.explain.tables import TableConfig, load_table
 
@@ -28,7 +29,7 @@ def test_shipped_table_loads():
 
 
 def test_table_errors_name_the_columns():
-    with pytest.raises(ExplainInputError, match=r"\['no_such_column'\]"):
+    with pytest.raises(InputFileError, match=r"\['no_such_column'\]"):
         load_table(load_config(TableConfig, overrides=["target=no_such_column"]))
     with pytest.raises(ExplainInputError, match="no row has id"):
         load_table(TableConfig()).row("999")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from winnow.common.exceptions import InputFileError
 from winnow.route import datasets
 from winnow.route.datasets import (
     RoutingData,
@@ -188,7 +189,7 @@ def test_routing_table_rejects_bad_values_and_formats(tmp_path):
     with pytest.raises(RouteInputError, match=r"\['model-a'\] hold values outside \[0, 1\]"):
         load_routing_table(tmp_path / "t.csv")
     (tmp_path / "t.json").write_text("{}")
-    with pytest.raises(RouteInputError, match=r"neither \.csv nor \.parquet"):
+    with pytest.raises(InputFileError, match=r"\.json file; give a \.csv or \.parquet"):
         load_routing_table(tmp_path / "t.json")
 
 

@@ -28,7 +28,10 @@ CONFIG_OPTION = typer.Option(
     None, "--config", "-c", help="YAML config file; defaults apply without."
 )
 SET_OPTION = typer.Option(
-    None, "--set", help="Override a field: --set trainer.lr=1e-4 (repeatable)."
+    None,
+    "--set",
+    help="Override a config field, dotted when nested: --set seed=1, or in distill train "
+    "--set optim.lr=1e-4 (repeatable).",
 )
 OUT_OPTION = typer.Option(Path("runs"), "--out", help="Folder that receives the run folder.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars.")
@@ -36,11 +39,14 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn winnow's own errors into one red line and exit code 2, without a traceback."""
+    """Turn winnow's own errors into one red line and exit code 2, without a traceback.
+
+    The line is never wrapped (``soft_wrap``), so logs and tests off a terminal see one line.
+    """
     try:
         yield
     except WinnowError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(code=2) from None
 
 

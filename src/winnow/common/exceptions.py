@@ -13,6 +13,11 @@ class InputError(WinnowError, ValueError):
     """A parameter of a helper shared by the capabilities is invalid; the message says the fix."""
 
 
+class InputFileError(WinnowError, ValueError):
+    """A user's file is empty, binary, not UTF-8, not CSV/Parquet, or lacks a column; the message
+    names the file, the setting or flag it came from, and the fix."""
+
+
 class DataNotFoundError(WinnowError, FileNotFoundError):
     """A data set is not where winnow looked; the message names every path searched."""
 

@@ -17,8 +17,8 @@ import pandas as pd
 from pydantic import Field
 
 from winnow.common.config import Config
+from winnow.common.inputs import read_table
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.inputs import read_table
 
 __all__ = [
     "CONTEXTS",

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from winnow.common.config import Config
+from winnow.common.inputs import read_table
 from winnow.explain.areas import (
     CensusFiles,
     ContextRules,
@@ -32,7 +33,6 @@ from winnow.explain.areas import (
     sum_to_units,
 )
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.inputs import read_table
 from winnow.explain.trips import TripSource, aggregate_trips
 
 __all__ = [

@@ -8,8 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from winnow.common.config import Config
+from winnow.common.inputs import read_table
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.inputs import read_table
 
 __all__ = ["Table", "TableConfig", "load_table"]
 

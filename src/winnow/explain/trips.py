@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator, model_validator
 
 from winnow.common.config import Config
+from winnow.common.inputs import check_parquet, check_text_table
 from winnow.explain.exceptions import ExplainInputError
-from winnow.explain.inputs import check_parquet, check_text_table
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.common.data import data_file, dataset_path
+from winnow.common.data import dataset_path
 from winnow.common.extras import require
+from winnow.common.inputs import read_table
 from winnow.route.exceptions import RouteInputError
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "load_routellm",
     "load_routerbench",
     "load_routing_table",
-    "read_table",
     "shared_prefixes",
     "split_indices",
     "split_queries",
@@ -236,34 +236,13 @@ def load_routing_table(
 
     Args:
         path_or_spec: a file path, or ``"<data set>/<file>"`` resolved by
-            :func:`winnow.common.data.data_file`.
+            :func:`winnow.common.data.data_file`; a missing, empty, binary or non-UTF-8
+            file raises :class:`~winnow.common.exceptions.InputFileError` (one line).
         models: the model columns. By default, every ``c`` with a ``c|total_cost`` column; a
             table without cost columns must name its models here (then ``cost`` is ``None``).
     """
-    path = data_file(path_or_spec)
-    return table_to_routing_data(read_table(path), models=models, source=str(path))
-
-
-def read_table(path: Path):
-    """A CSV (UTF-8) or Parquet file as a pandas DataFrame; a missing, empty, non-UTF-8 or
-    unparseable file is one :class:`RouteInputError` line, never a traceback."""
-    pd = require("pandas", "route")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise RouteInputError(f"{path} is neither .csv nor .parquet; fix: convert the table")
-    try:
-        return pd.read_csv(path, encoding="utf-8") if suffix == ".csv" else pd.read_parquet(path)
-    except FileNotFoundError:
-        raise RouteInputError(f"{path} does not exist") from None
-    except pd.errors.EmptyDataError:
-        raise RouteInputError(f"{path} is empty; it needs a header and one row per query") from None
-    except UnicodeDecodeError as exc:
-        raise RouteInputError(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RouteInputError(f"{path} could not be read as a table: {first}") from None
+    frame = read_table(path_or_spec, [], "routing table")
+    return table_to_routing_data(frame, models=models, source=str(path_or_spec))
 
 
 def table_to_routing_data(

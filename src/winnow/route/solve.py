@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.common.inputs import read_table
 from winnow.common.interrupt import call_interruptibly
 from winnow.common.runs import atomic_path
 from winnow.route.assign import Assignment, assign_batch
-from winnow.route.datasets import COST_SUFFIX, RoutingData, read_table, table_to_routing_data
+from winnow.route.datasets import COST_SUFFIX, RoutingData, table_to_routing_data
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 
 __all__ = ["DEFAULT_TIME_LIMIT", "parse_capacities", "read_batch", "solve_batch_file"]
@@ -49,7 +50,7 @@ def read_batch(batch: Path, drop_invalid: bool = False) -> RoutingData:
     import pandas as pd
 
     batch = Path(batch)
-    frame = read_table(batch)
+    frame = read_table(batch, [], "batch")
     columns = [str(c) for c in frame.columns]
     costed = {c.removesuffix(COST_SUFFIX) for c in columns if c.endswith(COST_SUFFIX)}
     uncosted = [
@@ -103,6 +104,10 @@ def solve_batch_file(
 
     if not (np.isfinite(time_limit) and time_limit > 0):
         raise RouteInputError(f"--time-limit must be seconds > 0; got {time_limit}")
+    if budget is not None and not (np.isfinite(budget) and budget >= 0):
+        raise RouteInputError(
+            f"--budget must be USD >= 0 (leave it out for no limit); got {budget}"
+        )
     data = read_batch(batch, drop_invalid)
     limits = parse_capacities(capacity, data.models)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.data import dataset_path
+from winnow.common.inputs import check_text_table
 from winnow.search.exceptions import (
     DatasetFileNotFoundError,
     DatasetFormatError,
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+BEIR_FIX = "a BEIR folder holds UTF-8 corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
 
 Qrels = dict[str, dict[str, int]]
 
@@ -193,6 +196,12 @@ def resolve_dataset(source: str | Path) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
+    if path.exists() or path.is_absolute() or str(source).startswith("."):
+        found = "is a file" if path.exists() else "does not exist"
+        raise DatasetFileNotFoundError(
+            f"{source} {found}; pass a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a "
+            "collection such as 'search/msmarco_trecdl19_subset'"
+        )
     name, _, inner = str(source).partition("/")
     folder = dataset_path(name) / inner
     if not folder.is_dir():
@@ -340,6 +349,7 @@ def _required(path: Path) -> Path:
             f"{path} is missing; a BEIR folder holds corpus.jsonl, queries.jsonl and "
             "qrels/<split>.tsv"
         )
+    check_text_table(path, "BEIR folder", "JSONL" if path.suffix == ".jsonl" else "TSV", BEIR_FIX)
     return path
 
 
