@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -109,28 +110,30 @@ class SentenceEncoder:
         """The encoder whose :attr:`name` is ``name``; :data:`MINILM_ID` is the bundled model."""
         model, _, length = name.partition(_LENGTH_MARK)
         if length and not length.isdigit():
-            raise InputError(
-                f"encoder name {name!r} is malformed; expected 'MODEL[{_LENGTH_MARK}N]'"
-            )
+            raise InputError(f"encoder id {name!r} is malformed; expected 'MODEL[{_LENGTH_MARK}N]'")
         return cls(model, device=device, max_seq_length=int(length) if length else None)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """``[len(texts), d]`` float32, rows of unit norm, in the order of ``texts``."""
-        torch = require("torch", "search")
         model = self._load()
-        previous = torch.get_num_threads()
-        if self.num_threads is not None:
+        encode = functools.partial(
+            model.encode,
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        if self.num_threads is None:  # torch's thread setting is the caller's
+            vectors = encode()
+        else:
+            torch = require("torch", "search")
+            previous = torch.get_num_threads()
             torch.set_num_threads(self.num_threads)
-        try:
-            vectors = model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        finally:
-            torch.set_num_threads(previous)
+            try:
+                vectors = encode()
+            finally:
+                torch.set_num_threads(previous)
         return np.asarray(vectors, dtype=np.float32)
 
     def _load(self):
