@@ -81,8 +81,7 @@ def run_demo(
 
 def _report_markdown(sections: list[str], skipped: dict[str, str]) -> str:
     env = "\n".join(
-        f"| {check.name} | {check.status} | {check.detail} |"
-        for check in collect_checks()
+        f"| {check.name} | {check.status} | {check.detail} |" for check in collect_checks()
     )
     skipped_lines = "\n".join(f"- **{name}**: {reason}" for name, reason in skipped.items())
     parts = [
