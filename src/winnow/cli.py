@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 import winnow
 from winnow.common.cli import user_errors
 from winnow.common.runs import finishing_runs
+from winnow.common.verbosity import request_verbose
 from winnow.demo import CAPABILITIES
 
 
@@ -61,8 +62,16 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Print the version."
     ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Let the libraries' own output through (transformers' bars and warnings, HiGHS's "
+        "log); by default a run prints only winnow's lines.",
+    ),
 ) -> None:
     """winnow: on-policy distillation, batch LLM routing, distilled ranking, sound explanations."""
+    if verbose:
+        request_verbose()
 
 
 def _styled(status: str) -> str:

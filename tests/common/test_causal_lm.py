@@ -48,3 +48,19 @@ def test_accelerate_shared_tensor_warning_is_silenced_inside_only(caplog):
     with caplog.at_level(logging.WARNING):
         accelerate_utils.clean_state_dict_for_safetensors(dict(state))
     assert "Removed shared tensor" in caplog.text
+
+
+def test_winnow_verbose_lets_the_bar_through(tiny_model, tmp_path, capfd, monkeypatch):
+    from typer.testing import CliRunner
+
+    from winnow.cli import app
+    from winnow.common.verbosity import VERBOSE_ENV
+
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # restored (unset) after the test
+    result = CliRunner().invoke(app, ["--verbose", "runs", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    import os
+
+    assert os.environ[VERBOSE_ENV] == "1"  # the root flag, seen by every library call below
+    save_pretrained_quietly(tiny_model, tmp_path / "model")
+    assert "Writing model shards" in capfd.readouterr().err

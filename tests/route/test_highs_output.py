@@ -71,3 +71,16 @@ def test_a_real_milp_prints_nothing_on_stdout(capfd):
     result = run_highs(milp, -np.ones(3), integrality=np.ones(3), bounds=(0, 1))
     assert result.status == 0 and np.allclose(result.x, 1)
     assert capfd.readouterr().out == ""
+
+
+def test_verbose_runs_leave_highs_output_on_stdout(capfd, monkeypatch):
+    from winnow.common.verbosity import VERBOSE_ENV
+
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+
+    def solver():
+        os.write(1, b"solver chatter\n")
+        return SimpleNamespace(status=0, message="")
+
+    run_highs(solver)
+    assert capfd.readouterr().out == "solver chatter\n"

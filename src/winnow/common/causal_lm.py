@@ -4,7 +4,7 @@
 :func:`load_causal_lm` is ``AutoModelForCausalLM.from_pretrained`` plus ``AutoTokenizer`` with
 the progress bars silenced; :func:`save_pretrained_quietly` is ``save_pretrained`` without them.
 A run's output should be winnow's own lines: the libraries' "Loading weights" and "Writing model
-shards" bars and save warnings show only with ``verbose=True``.
+shards" bars and save warnings show only with ``verbose=True`` (default: ``winnow --verbose``).
 
 A GGUF file (``gguf_file="model.Q4_1.gguf"`` inside the folder) is de-quantised by transformers
 to ``dtype`` while loading (it needs the ``gguf`` package), so the model computes in float like
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from winnow.common.exceptions import InputError, MissingExtraError
 from winnow.common.extras import require
+from winnow.common.verbosity import verbose_requested
 
 __all__ = [
     "BUNDLED_SMOLLM2",
@@ -120,11 +121,12 @@ def plain_model(model):
 
 
 @contextmanager
-def quiet_loading(transformers, verbose: bool = False) -> Iterator[None]:
+def quiet_loading(transformers, verbose: bool | None = None) -> Iterator[None]:
     """Silence transformers' and huggingface_hub's logs and progress bars, and accelerate's
     warnings (e.g. "Removed shared tensor ... while saving"), inside the block, then restore
-    them; loading and saving alike. ``verbose=True`` leaves everything as it is."""
-    if verbose:
+    them; loading and saving alike. ``verbose=True`` leaves everything as it is; None follows
+    ``winnow --verbose``."""
+    if verbose or (verbose is None and verbose_requested()):
         yield
         return
     verbosity = transformers.logging.get_verbosity()
@@ -150,7 +152,7 @@ def quiet_loading(transformers, verbose: bool = False) -> Iterator[None]:
             transformers.utils.logging.enable_progress_bar()
 
 
-def save_pretrained_quietly(obj, folder: str | Path, verbose: bool = False) -> None:
+def save_pretrained_quietly(obj, folder: str | Path, verbose: bool | None = None) -> None:
     """``obj.save_pretrained(folder)`` (a model, tokenizer or anything with that method) inside
     :func:`quiet_loading`: no "Writing model shards" bar, no save warnings unless ``verbose``."""
     with quiet_loading(require("transformers", "distill"), verbose):

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from winnow.common.verbosity import verbose_requested
+
 __all__ = ["CapturedOutput", "captured_stdout", "run_highs"]
 
 R = TypeVar("R")
@@ -132,7 +134,10 @@ def captured_stdout() -> Iterator[CapturedOutput]:
 
 def run_highs(solve: Callable[..., R], *args, **kwargs) -> R:
     """``solve(*args, **kwargs)`` (``scipy.optimize.milp`` or ``linprog``) with HiGHS's stdout
-    captured; it reaches stderr only if the call raises or returns scipy's failure status 4."""
+    captured; it reaches stderr only if the call raises or returns scipy's failure status 4.
+    With ``winnow --verbose`` nothing is captured."""
+    if verbose_requested():
+        return solve(*args, **kwargs)
     with captured_stdout() as output:
         result = solve(*args, **kwargs)
     if getattr(result, "status", None) == _HIGHS_FAILED:
