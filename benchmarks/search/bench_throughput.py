@@ -17,7 +17,7 @@ cross-encoder stacks on the same requests, each adding one technique to the one 
 Requests are real: each query of the shipped MS MARCO / TREC DL 2019 subset with a seeded
 sample of corpus passages as its candidates. A request of batch size B is B ``(query, item)``
 pairs scored prefill-only: tokenised and run through the cross-encoder in one forward pass
-(``winnow.search.stack.score_pairs``); the latency includes tokenisation. The LLM teacher
+(``winnow.search.rerank_stack.score_pairs``); the latency includes tokenisation. The LLM teacher
 scores the items of one query as one prefix-cached forward pass (``LLMRelevanceTeacher.score``).
 Every stack sees the same requests; rounds interleave the stacks so a noisy neighbour on the
 machine slows them alike. Per stack and batch size: latency samples; at each budget the largest
@@ -62,7 +62,7 @@ from winnow.search.cross_encoder import CrossEncoderTeacher
 from winnow.search.datasets import BeirDataset, load_beir
 from winnow.search.llm_teacher import LLMRelevanceTeacher, relevance_prompt_ids
 from winnow.search.ranker import StudentRanker, prune_layers
-from winnow.search.stack import (
+from winnow.search.rerank_stack import (
     ServingStack,
     measure_latencies,
     quantize_int8,

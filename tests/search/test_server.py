@@ -206,7 +206,7 @@ def test_the_serving_stack_loads_int8_and_cached_summaries(index_dir, tmp_path):
     import shutil
 
     from winnow.search.cross_encoder import CrossEncoderTeacher
-    from winnow.search.stack import quantize_int8, word_piece_counter
+    from winnow.search.rerank_stack import quantize_int8, word_piece_counter
 
     teacher = CrossEncoderTeacher.load(save_untrained_teacher(tmp_path / "teacher"), quiet=True)
     folder = shutil.copytree(index_dir, tmp_path / "index")

@@ -8,8 +8,8 @@ embeddings and their on-disk cache live in :mod:`winnow.common.embeddings`, shar
 - ``metrics``: nDCG@k, recall@k and friends over graded qrels, with ranx.
 - ``teachers``: relevance judges: from qrels, an OpenAI-compatible chat LLM, a local causal LM.
 - ``judge_check``: a model judge's agreement with the qrels, measured before it teaches.
-- ``causal_lm``: a causal LM and its tokenizer from a hub id or folder, safetensors or GGUF.
-- ``serving``: prefill-only P(yes) scoring that reuses the query prefix's KV cache.
+- ``prefill_scoring``: prefill-only P(yes) scoring that reuses the query prefix's KV cache (the
+  causal LM itself loads through :mod:`winnow.common.causal_lm`).
 - ``llm_teacher``: an LLM relevance teacher: the yes/no answer margin, LoRA-tuned on graded lists.
 - ``zero_shot``: a cross-encoder head that ranks untrained, from a bi-encoder checkpoint.
 - ``clicks``: interaction logs (query, doc, impressions, clicks), IPS-debiased click rates.
@@ -24,8 +24,8 @@ embeddings and their on-disk cache live in :mod:`winnow.common.embeddings`, shar
 - ``crossval``: cross-validated rerankers; each judged query scored by models blind to it.
 - ``train_report``: the cross-validated table, intervals and plots of ``winnow search train``.
 - ``summaries``: query-independent extractive summaries (compressed item text, made offline).
-- ``stack``: the serving stack: dynamic int8, prefill-only batch scoring, throughput at a p99
-  latency budget.
+- ``rerank_stack``: the cross-encoder serving stack: dynamic int8, prefill-only batch scoring,
+  throughput at a p99 latency budget.
 - ``fitting``: what trained rankers share: parameter checks, torch threads, AdamW with warmup.
 - ``reranking``: saved teachers and students found and loaded; reranking a first stage's top k.
 - ``config``, ``jobs``, ``training``, ``cli``, ``demo``: ``winnow search
@@ -38,7 +38,6 @@ embeddings and their on-disk cache live in :mod:`winnow.common.embeddings`, shar
 """
 
 __all__ = [
-    "causal_lm",
     "click_simulator",
     "clicks",
     "config",
@@ -52,9 +51,11 @@ __all__ = [
     "llm_teacher",
     "losses",
     "metrics",
+    "prefill_scoring",
     "query_filters",
     "querygen",
     "ranker",
+    "rerank_stack",
     "reranking",
     "retrieve",
     "server",
@@ -62,8 +63,6 @@ __all__ = [
     "server_queue",
     "server_requests",
     "server_service",
-    "serving",
-    "stack",
     "summaries",
     "teachers",
     "train_report",

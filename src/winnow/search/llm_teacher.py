@@ -6,7 +6,7 @@ The interface of :class:`~winnow.search.cross_encoder.CrossEncoderTeacher`::
     teacher.score(query, docs) -> np.ndarray [len(docs)] float64   (higher = more relevant)
 
 The score is the answer margin ``l_yes - l_no`` of the next token after the prompt
-(:mod:`winnow.search.serving`: one dot product with the folded answer vector, prefill only);
+(:mod:`winnow.search.prefill_scoring`: one dot product with the folded answer vector, prefill only);
 ``sigmoid(score)`` is the model's P(yes). An unfitted model already ranks (zero-shot:
 ``LLMRelevanceTeacher.from_pretrained(model)`` or ``.load(hub_id_or_folder)``); fitting moves
 the margins towards the labels.
@@ -66,7 +66,7 @@ from winnow.search.fitting import (
     torch_threads,
 )
 from winnow.search.losses import LOSSES
-from winnow.search.serving import answer_token_ids, score_with_prefix_cache
+from winnow.search.prefill_scoring import answer_token_ids, score_with_prefix_cache
 
 __all__ = [
     "FINETUNING",

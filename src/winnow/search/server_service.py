@@ -127,12 +127,12 @@ class SearchService:
         :class:`~winnow.search.exceptions.SavedArtifactError` naming it and the fix.
 
         The student's serving stack: ``int8`` quantises the reranker's linear layers
-        (:func:`~winnow.search.stack.quantize_int8`); ``summary_tokens`` makes it read each
+        (:func:`~winnow.search.rerank_stack.quantize_int8`); ``summary_tokens`` makes it read each
         passage's extractive summary of at most that many word pieces, computed once and kept
         in ``index_dir/summaries-<n>.json`` for later starts.
         """
+        from winnow.search.rerank_stack import quantize_int8, word_piece_counter
         from winnow.search.reranking import load_ranker
-        from winnow.search.stack import quantize_int8, word_piece_counter
 
         _check_settings(rerank_depth, max_text_chars)
         if summary_tokens is not None and (reranker_dir is None or rerank_texts is not None):

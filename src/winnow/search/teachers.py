@@ -17,7 +17,7 @@ objects or plain strings (text without an id; :class:`QrelsJudge` needs ids).
   errors, and an on-disk cache of judgments keyed by (model, policy + template hash, query, doc).
 - :class:`CausalLMJudge`: a local transformers causal LM scoring
   ``P(yes) = exp(l_yes) / (exp(l_yes) + exp(l_no))`` from next-token logits, prefill only
-  (:class:`~winnow.search.serving.PrefixScorer`, the prompt's query part computed once).
+  (:class:`~winnow.search.prefill_scoring.PrefixScorer`, the prompt's query part computed once).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from winnow.common.extras import require
 from winnow.common.runs import atomic_write_text
 from winnow.search.datasets import Passage, Query
 from winnow.search.exceptions import JudgeEndpointError, JudgeReplyError, SearchInputError
-from winnow.search.serving import PrefixScorer
+from winnow.search.prefill_scoring import PrefixScorer
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -381,7 +381,7 @@ class CausalLMJudge:
         yes, no: answer strings, one token each for the tokenizer (``" yes"``/``" no"`` for BPE
             models after ``"Answer:"``).
         batch_size: documents per forward pass; reuse_prefix: see
-            :class:`~winnow.search.serving.PrefixScorer`.
+            :class:`~winnow.search.prefill_scoring.PrefixScorer`.
     """
 
     scale = "probability"

@@ -58,8 +58,8 @@ from winnow.search.judge_check import judge_agreement
 from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
+from winnow.search.rerank_stack import quantize_int8
 from winnow.search.reranking import saved_model_folders
-from winnow.search.stack import quantize_int8
 from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 
 __all__ = [

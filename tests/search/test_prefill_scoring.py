@@ -9,7 +9,7 @@ import torch
 
 from tests.search.conftest import tiny_causal_lm
 from winnow.search.exceptions import SearchInputError
-from winnow.search.serving import (
+from winnow.search.prefill_scoring import (
     PrefixScorer,
     answer_token_ids,
     folded_answer_vector,

@@ -7,7 +7,7 @@ from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher
 from winnow.search.datasets import load_beir
 from winnow.search.exceptions import SearchInputError
 from winnow.search.ranker import StudentRanker
-from winnow.search.stack import (
+from winnow.search.rerank_stack import (
     ServingStack,
     cross_encoder_of,
     measure_latencies,
