@@ -62,20 +62,20 @@ def run_demo(
 ) -> DemoResult:
     """Run every available demo step into one run folder and write ``report.html``."""
     steps, skipped = available_steps(capabilities)
-    run = RunDir("demo", root=root, seed=0)
-    sections, summary = [], {}
-    for name, reason in skipped.items():
-        log(f"skip {name}: {reason}")
-    for name, step in steps.items():
-        log(f"run  {name} ...")
-        started = time.perf_counter()
-        section = step(run, quiet)
-        seconds = time.perf_counter() - started
-        summary[name] = {**section.summary, "seconds": round(seconds, 2)}
-        sections.append(f"## {name}\n\n_{seconds:.1f} s_\n\n{section.markdown}")
-        log(f"done {name} in {seconds:.1f} s")
-    run.write_summary({"ran": list(steps), "skipped": skipped, "capabilities": summary})
-    report = run.write_report(_report_markdown(sections, skipped), title="winnow demo")
+    with RunDir("demo", root=root, seed=0) as run:  # a failure is recorded in run.json
+        sections, summary = [], {}
+        for name, reason in skipped.items():
+            log(f"skip {name}: {reason}")
+        for name, step in steps.items():
+            log(f"run  {name} ...")
+            started = time.perf_counter()
+            section = step(run, quiet)
+            seconds = time.perf_counter() - started
+            summary[name] = {**section.summary, "seconds": round(seconds, 2)}
+            sections.append(f"## {name}\n\n_{seconds:.1f} s_\n\n{section.markdown}")
+            log(f"done {name} in {seconds:.1f} s")
+        run.write_summary({"ran": list(steps), "skipped": skipped, "capabilities": summary})
+        report = run.write_report(_report_markdown(sections, skipped), title="winnow demo")
     return DemoResult(run=run, report=report, ran=list(steps), skipped=skipped)
 
 

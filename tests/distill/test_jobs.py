@@ -55,3 +55,17 @@ def test_opd_report_shows_the_selection_plot_it_announces(policy_dir, tmp_path):
     named = _named_plots(markdown)
     assert "Entropy x divergence" in markdown and any(n.startswith("selection_") for n in named)
     assert all((run.plots / name).is_file() for name in named)
+
+
+def test_a_failed_eval_called_from_python_records_failed(tmp_path):
+    import json
+
+    from winnow.distill.config import EvalJobConfig
+    from winnow.distill.jobs import run_eval
+
+    config = load_config(EvalJobConfig, overrides=[f"model.path={tmp_path / 'no_model'}"])
+    with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises for a missing folder
+        run_eval(config, root=tmp_path / "runs")
+    (run,) = (tmp_path / "runs").iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -239,13 +240,15 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     run = RunDir("distill-train", root=root, seed=config.seed) if main else None
-    if run is not None:
-        run.write_config(config)
-    section = train_section(config, run, quiet, accelerator)
-    if run is None:
-        return None
-    run.write_summary(section.summary)
-    return run.write_report(f"# winnow distill train\n\n{section.markdown}", "distill train")
+    # ``with run``: a failure or Ctrl-C is recorded in run.json, from the CLI or from Python
+    with run or nullcontext():
+        if run is not None:
+            run.write_config(config)
+        section = train_section(config, run, quiet, accelerator)
+        if run is None:
+            return None
+        run.write_summary(section.summary)
+        return run.write_report(f"# winnow distill train\n\n{section.markdown}", "distill train")
 
 
 # -- sft ------------------------------------------------------------------------------------------
@@ -439,20 +442,21 @@ def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = Fal
     """``winnow distill eval``: greedy accuracy of one model on held-out problems."""
     from winnow.distill.rollout import TransformersBackend
 
-    run = RunDir("distill-eval", root=root, seed=0)
-    run.write_config(config)
-    policy, tokenizer = config.model.load()
-    task = configured_task(config.task, tokenizer)
-    problems = task.problems("test", config.task.test_problems, seed=0)
-    backend = TransformersBackend(policy, tokenizer)
-    result = evaluate_greedy(
-        backend, task, problems, config.eval.max_new_tokens, config.eval.batch_size
-    )
-    metrics = result.as_metrics()
-    run.write_summary(metrics)
-    rows = [{"metric": k, "value": v} for k, v in metrics.items()]
-    markdown = (
-        f"# winnow distill eval\n\n`{config.model.path}` on `{config.task.name}`, "
-        f"{result.count} held-out problems, greedy decoding.\n\n" + markdown_table(rows, digits=4)
-    )
-    return run.write_report(markdown, "distill eval")
+    with RunDir("distill-eval", root=root, seed=0) as run:
+        run.write_config(config)
+        policy, tokenizer = config.model.load()
+        task = configured_task(config.task, tokenizer)
+        problems = task.problems("test", config.task.test_problems, seed=0)
+        backend = TransformersBackend(policy, tokenizer)
+        result = evaluate_greedy(
+            backend, task, problems, config.eval.max_new_tokens, config.eval.batch_size
+        )
+        metrics = result.as_metrics()
+        run.write_summary(metrics)
+        rows = [{"metric": k, "value": v} for k, v in metrics.items()]
+        markdown = (
+            f"# winnow distill eval\n\n`{config.model.path}` on `{config.task.name}`, "
+            f"{result.count} held-out problems, greedy decoding.\n\n"
+            + markdown_table(rows, digits=4)
+        )
+        return run.write_report(markdown, "distill eval")
