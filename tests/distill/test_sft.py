@@ -141,7 +141,7 @@ def test_sft_logs_every_step_saves_manifests_and_needs_overwrite(tmp_path):
     again = runner.invoke(app, command)
     assert again.exit_code == 2 and "Traceback" not in again.output
     assert "already exists; pass --overwrite" in again.output
-    assert len(list((tmp_path / "runs").iterdir())) == 2  # refused before any training
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # refused before any run folder
     assert read_manifest(tmp_path / "models" / "teacher") == manifests["teacher"]
     result = runner.invoke(app, [*command, "--overwrite"])
     assert result.exit_code == 0, result.output

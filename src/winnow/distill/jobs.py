@@ -265,9 +265,7 @@ def sft_section(
     from winnow.distill.rollout import TransformersBackend
     from winnow.distill.sft import supervised_finetune
 
-    roles = [role for role in ("teacher", "student") if getattr(config, role) is not None]
-    for role in roles:
-        check_new_folder(Path(config.output_dir) / role, overwrite)
+    roles = _check_model_folders(config, overwrite)
     specs = (config.teacher, config.student)
     starts = {s.init_from: load_model(s.init_from) for s in specs if s and s.init_from}
     tokenizer = (
@@ -355,10 +353,22 @@ def _with_dropped_carries(config: SftConfig, train: list, share: float, tokenize
     return [w if rng.random() < share else c for c, w in zip(train, dropped, strict=True)]
 
 
+def _check_model_folders(config: SftConfig, overwrite: bool) -> list[str]:
+    """The roles ``config`` trains; raises if one's folder exists and ``overwrite`` is off."""
+    roles = [role for role in ("teacher", "student") if getattr(config, role) is not None]
+    for role in roles:
+        check_new_folder(Path(config.output_dir) / role, overwrite)
+    return roles
+
+
 def run_sft(
     config: SftConfig, root: str | Path = "runs", quiet: bool = False, overwrite: bool = False
 ) -> Path:
-    """``winnow distill sft``: train a teacher and a weaker student; save both; report."""
+    """``winnow distill sft``: train a teacher and a weaker student; save both; report.
+
+    Existing model folders are refused before the run folder is made, so a refused run leaves
+    nothing behind."""
+    _check_model_folders(config, overwrite)
     section = partial(sft_section, overwrite=overwrite)
     return run_section(
         "distill-sft", config, section, "distill sft", root, quiet, heading="winnow distill sft"
