@@ -150,9 +150,11 @@ def test_train_then_eval_reports_every_reranker(tmp_path):
     assert "| dense+student_both |" in (evaluation / "report.md").read_text()
     assert_steps_logged_and_models_traced(run, tmp_path / "models", trained)
 
+    runs_before = sorted(out.iterdir())
     again = runner.invoke(app, ["search", "train", "--out", str(out), "--quiet", *tiny])
     assert again.exit_code == 2 and "--overwrite" in again.output
     assert "already holds saved rerankers" in " ".join(again.output.split())
+    assert sorted(out.iterdir()) == runs_before  # refused before a run folder was made
     # A run stopped after saving its teachers: a new relevance teacher beside the old students.
     manifest = tmp_path / "models" / "relevance_teacher" / MANIFEST_FILE
     manifest.write_text(manifest.read_text().replace('"created": "', '"created": "new '))

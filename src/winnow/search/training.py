@@ -431,7 +431,10 @@ def train_section(
 def run_search_train(
     config: SearchConfig, root: str | Path = "runs", quiet=False, overwrite: bool = False
 ) -> Path:
-    """``winnow search train`` into a new run folder; returns the path of ``report.html``."""
+    """``winnow search train`` into a new run folder; returns the path of ``report.html``.
+
+    Saved rerankers in the way are refused before the run folder is made."""
+    check_output_dir(config, overwrite)
     return run_section(
         "search-train",
         config,
