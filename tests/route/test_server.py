@@ -799,3 +799,14 @@ def test_the_daily_budget_resets_at_utc_midnight(upstreams):
     spent = {day["day"]: day["settled_usd"] for day in metrics["budget"]["days"]}
     assert spent == pytest.approx({"2024-03-01": 32e-6, "2024-03-02": 16e-6})
     assert metrics["today"] == "2024-03-02"
+
+
+def test_the_access_log_goes_to_stderr_not_the_captured_stdout():
+    import uvicorn
+
+    from winnow.route.server import access_log_on_stderr
+
+    config = access_log_on_stderr(uvicorn)
+    assert config["handlers"]["access"]["stream"] == "ext://sys.stderr"
+    assert config["loggers"] == uvicorn.config.LOGGING_CONFIG["loggers"]
+    assert uvicorn.config.LOGGING_CONFIG["handlers"]["access"]["stream"] == "ext://sys.stdout"

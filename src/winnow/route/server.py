@@ -16,6 +16,7 @@ failover, what a call is charged) is :mod:`winnow.route.proxy`.
 
 from __future__ import annotations
 
+import copy
 import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -159,5 +160,21 @@ def serve(
     """Run the proxy with uvicorn in one worker process (the ledger lives in that process)."""
     uvicorn = require("uvicorn", "serve")
     uvicorn.run(
-        create_app(config, quality_model), host=host, port=port, workers=1, log_level=log_level
+        create_app(config, quality_model),
+        host=host,
+        port=port,
+        workers=1,
+        log_level=log_level,
+        log_config=access_log_on_stderr(uvicorn),
     )
+
+
+def access_log_on_stderr(uvicorn) -> dict:
+    """uvicorn's logging config with the access log on stderr instead of stdout.
+
+    A window's plan captures fd 1 while HiGHS solves (:mod:`winnow.route.highs_output`); an
+    access-log line written to stdout in those milliseconds would be captured and dropped.
+    """
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
