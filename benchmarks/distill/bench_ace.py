@@ -41,9 +41,10 @@ from winnow.common.config import load_config
 from winnow.common.runs import RunDir, atomic_path, atomic_write_text
 from winnow.distill.config import SftConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy, pass_at_k, sample_answers
-from winnow.distill.jobs import load_pair, run_sft
+from winnow.distill.jobs import load_pair
 from winnow.distill.models import load_model
 from winnow.distill.rollout import TransformersBackend
+from winnow.distill.sft_job import run_sft
 from winnow.distill.tasks import build_task
 from winnow.distill.tokens import SelectorConfig
 from winnow.distill.trainer import OnPolicyDistiller

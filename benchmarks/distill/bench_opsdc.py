@@ -43,7 +43,8 @@ from winnow.common.config import load_config
 from winnow.common.runs import RunDir, atomic_path, atomic_write_text
 from winnow.distill.config import SftConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy, pass_at_k, sample_answers
-from winnow.distill.jobs import run_sft, train_section
+from winnow.distill.jobs import train_section
+from winnow.distill.sft_job import run_sft
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tip import arm_rows  # benchmarks are scripts, not a package

@@ -43,9 +43,9 @@ from winnow.common.config import load_config
 from winnow.common.runs import RunDir, atomic_path, atomic_write_text
 from winnow.distill.config import SftConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
-from winnow.distill.jobs import run_sft
 from winnow.distill.models import load_model
 from winnow.distill.rollout import TransformersBackend
+from winnow.distill.sft_job import run_sft
 from winnow.distill.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[2]

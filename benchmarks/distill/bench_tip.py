@@ -28,7 +28,8 @@ import torch
 from winnow.common.config import load_config
 from winnow.common.runs import RunDir, atomic_path, atomic_write_text
 from winnow.distill.config import SftConfig, TrainConfig
-from winnow.distill.jobs import run_sft, train_section
+from winnow.distill.jobs import train_section
+from winnow.distill.sft_job import run_sft
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

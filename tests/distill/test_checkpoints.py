@@ -10,8 +10,9 @@ from winnow.distill.checkpoints import (
     latest_checkpoint,
     resume_checkpoint,
     resumed_config,
+    train_with_checkpoints,
 )
-from winnow.distill.config import TrainConfig
+from winnow.distill.config import SftConfig, TrainConfig
 from winnow.distill.exceptions import DistillInputError
 
 
@@ -56,12 +57,12 @@ def test_resume_from_something_else_is_refused(tmp_path):
     with pytest.raises(DistillInputError, match="neither a checkpoint"):
         resume_checkpoint(tmp_path, "a")
     with pytest.raises(DistillInputError, match="not a run folder"):
-        resumed_config(tmp_path)
+        resumed_config(TrainConfig, tmp_path)
 
 
 def test_resumed_config_is_the_runs_own_with_overrides(tmp_path):
     run = train_run(tmp_path)
-    config = resumed_config(run, ["steps=7"])
+    config = resumed_config(TrainConfig, run, ["steps=7"])
     assert list(config.arms) == ["a", "b"] and config.steps == 7
     assert config.resume_from == str(run)
 
@@ -73,4 +74,38 @@ def test_a_checkpoint_continues_one_arm_only(tmp_path):
 
 
 def test_checkpoints_are_on_by_default():
-    assert TrainConfig().checkpoint_every == 50
+    assert TrainConfig().checkpoint_every == SftConfig().checkpoint_every == 50
+    assert TrainConfig().keep_checkpoints == SftConfig().keep_checkpoints == 1
+
+
+class CountingTrainer:
+    """Counts steps; each checkpoint is a folder with the state file (as the real trainers)."""
+
+    is_main_process = True
+
+    def __init__(self) -> None:
+        self.step, self.seen = 0, []
+
+    def train(self, until, on_step=None):
+        while self.step < until:
+            self.step += 1
+            on_step({"step": self.step})
+
+    def save_checkpoint(self, path):
+        path.mkdir(parents=True)
+        (path / STATE_FILE).write_text(json.dumps({"step": self.step}))
+        return path
+
+
+@pytest.mark.parametrize(
+    ("every", "keep", "kept"),
+    [(2, 1, [5]), (2, 2, [4, 5]), (2, None, [2, 4, 5]), (0, 1, [5]), (10, 3, [5])],
+)
+def test_checkpoints_every_n_steps_and_at_the_end_keeping_the_newest(tmp_path, every, keep, kept):
+    trainer, rows = CountingTrainer(), []
+    (tmp_path / "checkpoints" / "step-000001").mkdir(parents=True)  # a save cut short
+    train_with_checkpoints(trainer, 5, every, tmp_path / "checkpoints", rows.append, keep)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]
+    folders = sorted((tmp_path / "checkpoints").iterdir())
+    complete = [f for f in folders if (f / STATE_FILE).is_file()]
+    assert [int(f.name.removeprefix("step-")) for f in complete] == kept

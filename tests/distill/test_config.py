@@ -62,7 +62,7 @@ def test_train_config_refuses_bad_mixes(overrides, message):
 
 
 def test_drop_carry_true_means_every_answer_and_a_share_mixes():
-    from winnow.distill.jobs import _with_dropped_carries
+    from winnow.distill.sft_job import _with_dropped_carries
 
     assert load_config(SftConfig, {"student": {"drop_carry": True}}).student.drop_carry == 1.0
     config = load_config(SftConfig, {"task": {"digits": [3], "train_problems": 400}})
@@ -80,7 +80,7 @@ def test_drop_carry_true_means_every_answer_and_a_share_mixes():
 def test_sft_init_from_fine_tunes_a_saved_model_and_teacher_null_skips_it(tmp_path):
     import json
 
-    from winnow.distill.jobs import run_sft
+    from winnow.distill.sft_job import run_sft
 
     tiny = {"architecture": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}, "steps": 2}
     base = {

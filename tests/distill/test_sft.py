@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from winnow.distill.exceptions import DistillInputError
@@ -146,3 +148,41 @@ def test_sft_logs_every_step_saves_manifests_and_needs_overwrite(tmp_path):
     result = runner.invoke(app, [*command, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert read_manifest(tmp_path / "models" / "teacher")["run"] != manifests["teacher"]["run"]
+
+
+def test_a_stopped_sft_run_resumes_exactly_and_replaces_its_own_models(tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from winnow.cli import app
+    from winnow.common.provenance import read_manifest
+    from winnow.common.runs import read_step_metrics
+
+    runner = CliRunner()
+    flags = [*sft_flags(tmp_path), "--set", "checkpoint_every=1", "--set", "keep_checkpoints=2"]
+    first = runner.invoke(app, ["distill", "sft", "-q", "--out", str(tmp_path / "a"), *flags])
+    assert first.exit_code == 0, first.output
+    (stopped,) = (tmp_path / "a").iterdir()
+    assert sorted(p.name for p in (stopped / "checkpoints" / "teacher").iterdir()) == [
+        "step-000002",
+        "step-000003",
+    ]
+    finished = json.loads((stopped / "metrics.json").read_text())["summary"]
+    # as if stopped during the student's second step, after its step-1 checkpoint
+    shutil.rmtree(stopped / "checkpoints" / "student" / "step-000002")
+    shutil.rmtree(tmp_path / "models" / "student")
+
+    args = ["distill", "sft", "-q", "--resume", str(stopped), "--out", str(tmp_path / "b")]
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output  # its own teacher folder needs no --overwrite
+    (run,) = (tmp_path / "b").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["summary"] == finished
+    rows = read_step_metrics(run / "metrics.jsonl")
+    assert [(row["model"], row["step"]) for row in rows] == [("student", 2)]
+    for role in ("teacher", "student"):
+        assert read_manifest(tmp_path / "models" / role)["run"]["folder"] == str(run.resolve())
+
+    # resuming the first run again: the folders are now the second run's, so they are refused
+    again = runner.invoke(app, [*args[:-1], str(tmp_path / "c")])
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output

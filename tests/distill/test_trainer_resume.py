@@ -21,7 +21,7 @@ def summary(run_path) -> dict:
 
 def test_resume_continues_each_arm_from_its_latest_checkpoint(model_dir, tmp_path):  # noqa: F811
     arms = {"all": {"name": "all"}, "sampled": {"name": "entropy_sample", "p": 0.5}}
-    config = train_config(model_dir, arms=arms, steps=4, checkpoint_every=2)
+    config = train_config(model_dir, arms=arms, steps=4, checkpoint_every=2, keep_checkpoints=2)
     path = tmp_path / "train.yaml"
     path.write_text(config_to_yaml(config))
     first = runner.invoke(

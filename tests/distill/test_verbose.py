@@ -10,8 +10,9 @@ import pytest
 from winnow.common.config import load_config
 from winnow.distill.config import SftConfig, TaskConfig, TrainConfig
 from winnow.distill.exceptions import DistillInputError
-from winnow.distill.jobs import run_sft, run_train
+from winnow.distill.jobs import run_train
 from winnow.distill.models import char_tokenizer
+from winnow.distill.sft_job import run_sft
 from winnow.distill.tasks import (
     CONCISE_INSTRUCTION,
     AdditionTask,

@@ -1,47 +1,97 @@
-"""Finding the checkpoint a training continues from (``winnow distill train --resume RUN_DIR``).
+"""Checkpoints of the distill trainings and the runs that continue them (``--resume RUN_DIR``).
 
-A run saves each arm's checkpoints as ``<run>/checkpoints/<arm>/step-NNNNNN``. The trainer
-writes ``trainer_state.json`` last, so a folder without it (a save cut short) is never resumed.
-A run that was itself resumed holds only the checkpoints it wrote; for an arm it did not reach,
-the run it continued (``resume_from`` in its config.yaml) is asked in turn.
+``winnow distill train`` saves each arm's checkpoints as ``<run>/checkpoints/<arm>/step-NNNNNN``,
+``winnow distill sft`` each model's as ``<run>/checkpoints/<teacher|student>/step-NNNNNN``. The
+trainers write ``trainer_state.json`` last, so a folder without it (a save cut short) is never
+resumed, and older checkpoints are deleted only once a newer one is complete. A run that was
+itself resumed holds only the checkpoints it wrote; for a part it did not reach, the run it
+continued (``resume_from`` in its config.yaml) is asked in turn.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import yaml
 
-from winnow.common.config import load_config
-from winnow.distill.config import TrainConfig
+from winnow.common.config import Config, load_config
 from winnow.distill.exceptions import DistillInputError
 
-__all__ = ["STATE_FILE", "latest_checkpoint", "resume_checkpoint", "resumed_config"]
+__all__ = [
+    "STATE_FILE",
+    "Checkpointable",
+    "latest_checkpoint",
+    "resume_chain",
+    "resume_checkpoint",
+    "resumed_config",
+    "train_with_checkpoints",
+]
+
+ConfigT = TypeVar("ConfigT", bound=Config)
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
+class Checkpointable(Protocol):
+    """A trainer that :func:`train_with_checkpoints` can drive."""
+
+    step: int
+    is_main_process: bool
+
+    def train(self, until: int, on_step: Callable[[dict], None] | None = None) -> object: ...
+
+    def save_checkpoint(self, path: str | Path) -> Path: ...
+
+
+def train_with_checkpoints(
+    trainer: Checkpointable,
+    steps: int,
+    every: int,
+    folder: Path,
+    on_step: Callable[[dict], None],
+    keep: int | None,
+) -> None:
+    """Train to ``steps``, saving ``folder/step-N`` every ``every`` steps (0: only the last)
+    and at the end; after each save only the newest ``keep`` complete checkpoints stay
+    (``None``: all)."""
+    every = every or steps
+    while trainer.step < steps:
+        target = min(steps, (trainer.step // every + 1) * every)
+        trainer.train(target, on_step=on_step)
+        trainer.save_checkpoint(folder / f"step-{trainer.step:06d}")
+        if trainer.is_main_process and keep is not None:
+            for old in _complete_checkpoints(folder)[:-keep]:
+                shutil.rmtree(old)
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
     """The complete ``step-N`` checkpoint with the highest N in ``folder``; None if none."""
-    folder = Path(folder)
+    complete = _complete_checkpoints(Path(folder))
+    return complete[-1] if complete else None
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    """The ``step-N`` folders in ``folder`` that hold a ``trainer_state.json``, by N."""
     if not folder.is_dir():
-        return None
+        return []
     complete = [
         (int(match.group(1)), path)
         for path in folder.iterdir()
         if (match := _STEP.match(path.name)) and (path / STATE_FILE).is_file()
     ]
-    return max(complete)[1] if complete else None
+    return [path for _, path in sorted(complete)]
 
 
 def resume_checkpoint(resume_from: str | Path, arm: str) -> Path | None:
-    """What ``arm`` continues from: ``resume_from`` itself when it is a checkpoint, else the
-    latest checkpoint of ``arm`` in the run folder ``resume_from`` (or in the runs it resumed);
-    None when the arm has none yet, so it starts fresh."""
+    """What ``arm`` (or SFT role) continues from: ``resume_from`` itself when it is a checkpoint,
+    else the latest checkpoint of ``arm`` in the run folder ``resume_from`` (or in the runs it
+    resumed); None when the arm has none yet, so it starts fresh."""
     source = Path(resume_from)
     if (source / STATE_FILE).is_file():
         return source
@@ -50,19 +100,28 @@ def resume_checkpoint(resume_from: str | Path, arm: str) -> Path | None:
             f"resume_from {str(source)!r} is neither a checkpoint (no {STATE_FILE}) nor a run "
             "folder (no run.json); pass a run folder such as runs/distill-train-<timestamp>"
         )
-    seen: set[Path] = set()
-    while source is not None and source.resolve() not in seen:
-        seen.add(source.resolve())
-        found = latest_checkpoint(source / "checkpoints" / arm)
+    for run in resume_chain(source):
+        if (run / STATE_FILE).is_file():
+            return run  # that run continued one arm from a single checkpoint
+        found = latest_checkpoint(run / "checkpoints" / arm)
         if found is not None:
             return found
-        source = _resumed_from(source)
-        if source is not None and (source / STATE_FILE).is_file():
-            return source  # that run continued one arm from a single checkpoint
     return None
 
 
-def resumed_config(run: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+def resume_chain(run: str | Path) -> list[Path]:
+    """``run``, the run it resumed, the one that resumed, ... (those that still exist)."""
+    chain: list[Path] = []
+    source: Path | None = Path(run)
+    while source is not None and source.resolve() not in {p.resolve() for p in chain}:
+        chain.append(source)
+        source = _resumed_from(source)
+    return chain
+
+
+def resumed_config(
+    config_class: type[ConfigT], run: str | Path, overrides: Sequence[str] = ()
+) -> ConfigT:
     """The config that continues the run in folder ``run``: its own config.yaml, so the arms,
     models and seed match its checkpoints, with ``overrides`` (``--set steps=400`` trains
     further) and ``resume_from`` set to ``run`` (as JSON: a valid YAML scalar for any path)."""
@@ -70,9 +129,9 @@ def resumed_config(run: str | Path, overrides: Sequence[str] = ()) -> TrainConfi
     if not (Path(run) / "run.json").is_file() or not saved.is_file():
         raise DistillInputError(
             f"--resume {run}: not a run folder with a config.yaml; pass a folder written by "
-            "winnow distill train, e.g. runs/distill-train-<timestamp> (see winnow runs)"
+            "the same command, e.g. runs/distill-train-<timestamp> (see winnow runs)"
         )
-    return load_config(TrainConfig, saved, [*overrides, f"resume_from={json.dumps(str(run))}"])
+    return load_config(config_class, saved, [*overrides, f"resume_from={json.dumps(str(run))}"])
 
 
 def _resumed_from(run: Path) -> Path | None:

@@ -26,6 +26,14 @@ app = typer.Typer(
 )
 
 
+RESUME_OPTION = typer.Option(
+    None,
+    "--resume",
+    help="Continue the run in this folder from each arm's (or model's) latest checkpoint, with "
+    "its config.yaml (--set still applies), into a new run folder.",
+)
+
+
 @app.command()
 def sft(
     config: Path = CONFIG_OPTION,
@@ -33,14 +41,17 @@ def sft(
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
+    resume: Path | None = RESUME_OPTION,
 ) -> None:
     """Train a competent teacher and a weaker student on a synthetic task (CPU, minutes)."""
     from winnow.distill.config import SftConfig
-    from winnow.distill.jobs import run_sft
+    from winnow.distill.sft_job import run_sft
 
-    run_config_job(
-        SftConfig, config, overrides, lambda s: run_sft(s, out, quiet, overwrite=overwrite)
-    )
+    with user_errors():
+        settings = _job_config(SftConfig, config, overrides, resume)
+        report = run_sft(settings, out, quiet, overwrite=overwrite)
+    if report is not None:
+        typer.echo(f"report: {report}")
 
 
 @app.command()
@@ -49,34 +60,33 @@ def train(
     overrides: list[str] = SET_OPTION,
     out: Path = OUT_OPTION,
     quiet: bool = QUIET_OPTION,
-    resume: Path | None = typer.Option(
-        None,
-        "--resume",
-        help="Continue the run in this folder from each arm's latest checkpoint, with its "
-        "config.yaml (--set still applies), into a new run folder.",
-    ),
+    resume: Path | None = RESUME_OPTION,
 ) -> None:
     """Train one student per arm: distillation (TIP, Paced, OPSDC), GRPO with ACE, or the OPSA
     control; DDP-ready (the vLLM rollout backend is experimental: never run here)."""
-    from winnow.distill.checkpoints import resumed_config
     from winnow.distill.config import TrainConfig
-    from winnow.distill.exceptions import DistillInputError
     from winnow.distill.jobs import run_train
 
     with user_errors():
-        if resume is not None and config is not None:
-            raise DistillInputError(
-                "--resume continues a run with its own config.yaml; drop --config and change "
-                "fields with --set"
-            )
-        settings = (
-            resumed_config(resume, overrides or [])
-            if resume is not None
-            else config_from_flags(TrainConfig, config, overrides)
-        )
+        settings = _job_config(TrainConfig, config, overrides, resume)
         report = run_train(settings, out, quiet)
     if report is not None:
         typer.echo(f"report: {report}")
+
+
+def _job_config(config_class, config: Path | None, overrides: list[str] | None, resume):
+    """The config from --config and --set, or, with --resume, the resumed run's own."""
+    from winnow.distill.checkpoints import resumed_config
+    from winnow.distill.exceptions import DistillInputError
+
+    if resume is None:
+        return config_from_flags(config_class, config, overrides)
+    if config is not None:
+        raise DistillInputError(
+            "--resume continues a run with its own config.yaml; drop --config and change "
+            "fields with --set"
+        )
+    return resumed_config(config_class, resume, overrides or [])
 
 
 @app.command("eval")

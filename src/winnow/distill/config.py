@@ -18,6 +18,7 @@ from winnow.distill.pacing import KLSchedule
 from winnow.distill.tokens import SelectorConfig
 
 __all__ = [
+    "Checkpointing",
     "DivergenceConfig",
     "EvalConfig",
     "EvalJobConfig",
@@ -190,15 +191,35 @@ class EvalConfig(Config):
     batch_size: int = Field(256, ge=1)
 
 
-class TrainConfig(Config):
-    """``winnow distill train``: on-policy distillation, one training run per selector arm.
+class Checkpointing(Config):
+    """Checkpoints of a long training, on by default, and the run it continues.
 
-    Checkpoints are on by default, every 50 steps and at the end, so a stopped run loses at most
-    50 steps (``--resume RUN_DIR``). That is cheap on the shipped configs: an arithmetic student
-    saves in about 20 ms on CPU (1.6 MB with its optimizer state), 3 to 6 times per arm over
-    150 to 300 steps; the 40-step SmolLM2 run (about 1.3 GB per checkpoint) still saves only its
-    final one.
+    Every 50 steps and at the end, so a stopped run loses at most 50 steps (``--resume RUN_DIR``).
+    That is cheap on the shipped configs: an arithmetic model saves in about 20 ms on CPU
+    (1.6 MB with its optimizer state); a SmolLM2 checkpoint is about 1.3 GB and takes seconds,
+    and only the newest one is kept by default, so the disk holds one per arm.
     """
+
+    checkpoint_every: int = Field(
+        50, ge=0, description="steps between checkpoints (and one at the end); 0 = only the end"
+    )
+    keep_checkpoints: int | None = Field(
+        1,
+        ge=1,
+        description="newest complete checkpoints kept per arm (older ones are deleted once a "
+        "newer one is complete); null = keep all",
+    )
+    resume_from: str | None = Field(
+        None,
+        description="a run folder (each arm continues from its latest checkpoint there: "
+        "--resume) or, for distill train, one checkpoint folder <run>/checkpoints/<arm>/step-N "
+        "(one arm only)",
+    )
+
+
+class TrainConfig(Checkpointing):
+    """``winnow distill train``: on-policy distillation, one training run per selector arm,
+    checkpointed as :class:`Checkpointing` says."""
 
     seed: int = 0
     student: ModelRef = ModelRef(path="models/arith/student")
@@ -240,14 +261,6 @@ class TrainConfig(Config):
     eval: EvalConfig = EvalConfig()
     steps: int = Field(200, ge=1, description="optimizer steps per arm")
     prompts_per_step: int = Field(64, ge=1, description="prompts per rollout batch (per process)")
-    checkpoint_every: int = Field(
-        50, ge=0, description="steps between checkpoints (and one at the end); 0 = only the end"
-    )
-    resume_from: str | None = Field(
-        None,
-        description="a run folder (each arm continues from its latest checkpoint there: "
-        "--resume) or one checkpoint folder <run>/checkpoints/<arm>/step-N (one arm only)",
-    )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
         "auto", description="auto: bf16 on a GPU that supports it, else float32"
     )
@@ -339,8 +352,9 @@ class SftModelConfig(Config):
     lr: float = Field(2e-3, gt=0)
 
 
-class SftConfig(Config):
-    """``winnow distill sft``: a competent teacher and a weaker student on the same tokenizer."""
+class SftConfig(Checkpointing):
+    """``winnow distill sft``: a competent teacher and a weaker student on the same tokenizer,
+    each checkpointed as :class:`Checkpointing` says."""
 
     seed: int = 0
     task: TaskConfig = TaskConfig()
@@ -372,6 +386,15 @@ class SftConfig(Config):
             raise ValueError(
                 f"drop_carry ({', '.join(dropping)}) applies to task 'addition', not "
                 f"{self.task.name!r}; set it to false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _resume_is_a_run(self):
+        if self.resume_from and not (Path(self.resume_from) / "run.json").is_file():
+            raise ValueError(
+                f"{self.resume_from} is not a run folder (no run.json); pass the folder of the "
+                "winnow distill sft run to continue, e.g. runs/distill-sft-<timestamp>"
             )
         return self
 

@@ -12,7 +12,8 @@ from winnow.common.config import load_config
 from winnow.common.report import ReportSection
 from winnow.common.runs import RunDir
 from winnow.distill.config import SftConfig, TrainConfig
-from winnow.distill.jobs import sft_section, train_section
+from winnow.distill.jobs import train_section
+from winnow.distill.sft_job import sft_section
 
 __all__ = ["run_demo"]
 

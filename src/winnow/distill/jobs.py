@@ -1,4 +1,4 @@
-"""The distill jobs behind the CLI: SFT of a teacher/student pair, OPD training, evaluation.
+"""The distill jobs behind the CLI: OPD training, layer pruning, evaluation (SFT: sft_job.py).
 
 Each job composes the library parts (tasks, models, trainer, plots) and writes one run folder:
 config, metrics, plots and a report. ``train_section`` trains every selector arm into a given
@@ -7,29 +7,24 @@ run and returns a report section, so ``winnow distill train`` and the demo share
 
 from __future__ import annotations
 
-import copy
-import random
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import typer
 
-from winnow.common.causal_lm import quiet_loading, save_pretrained_quietly
 from winnow.common.progress import track_progress
-from winnow.common.provenance import Provenance, check_new_folder, save_model_folder
+from winnow.common.provenance import Provenance, check_new_folder
 from winnow.common.report import ReportSection, markdown_table
-from winnow.common.runs import RunDir, run_section
-from winnow.distill.config import EvalJobConfig, SftConfig, TaskConfig, TrainConfig
+from winnow.common.runs import RunDir
+from winnow.distill.config import EvalJobConfig, TaskConfig, TrainConfig
 from winnow.distill.evaluate import evaluate_greedy
+from winnow.distill.models import save_model
 
 __all__ = [
     "configured_task",
     "load_pair",
     "run_eval",
-    "run_sft",
     "run_train",
-    "sft_section",
     "train_section",
 ]
 
@@ -76,7 +71,7 @@ def train_section(
     ``run`` is None on the non-main processes of a data-parallel launch: they train but write
     nothing except their share of each checkpoint.
     """
-    from winnow.distill.checkpoints import resume_checkpoint
+    from winnow.distill.checkpoints import resume_checkpoint, train_with_checkpoints
     from winnow.distill.plots import selection_scatter
     from winnow.distill.trainer import OnPolicyDistiller, make_accelerator
 
@@ -107,12 +102,19 @@ def train_section(
                 if row["step"] > 0:
                     bar.advance(1, acc=row.get("eval_accuracy"), loss=row.get("loss"))
 
-            _train_with_checkpoints(distiller, config, checkpoints / arm, log)
+            train_with_checkpoints(
+                distiller,
+                config.steps,
+                config.checkpoint_every,
+                checkpoints / arm,
+                log,
+                config.keep_checkpoints,
+            )
         histories[arm] = distiller.history
         if run is not None:
             parents = [config.student.path, config.teacher.path]
             made = Provenance(config, run, parents=parents)
-            _save_model(distiller.student, tokenizer, run.path / "students" / arm, made)
+            save_model(distiller.student, tokenizer, run.path / "students" / arm, made)
             if distiller.snapshot is not None:  # token statistics exist for OPD only
                 stats, kept = distiller.snapshot
                 scatters[arm] = run.save_plot(
@@ -133,17 +135,6 @@ def _shared_folder(accelerator, run: RunDir | None, name: str) -> Path:
     if accelerator.num_processes > 1:
         broadcast_object_list(holder)
     return Path(holder[0])
-
-
-def _train_with_checkpoints(distiller, config: TrainConfig, folder: Path, log) -> None:
-    import transformers
-
-    every = config.checkpoint_every or config.steps
-    while distiller.step < config.steps:
-        target = min(config.steps, (distiller.step // every + 1) * every)
-        distiller.train(target, on_step=log)
-        with quiet_loading(transformers):  # accelerate warns of the tied weights it drops
-            distiller.save_checkpoint(folder / f"step-{distiller.step:06d}")
 
 
 def _final_row(history: list[dict]) -> dict:
@@ -251,130 +242,6 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
         return run.write_report(f"# winnow distill train\n\n{section.markdown}", "distill train")
 
 
-# -- sft ------------------------------------------------------------------------------------------
-
-
-def sft_section(
-    config: SftConfig, run: RunDir, quiet: bool = False, overwrite: bool = False
-) -> ReportSection:
-    """Train the teacher and the weaker student of ``config`` (the teacher only when
-    ``student`` is null), save them, plot their losses; each step's loss and learning rate go
-    to the run's metrics.jsonl. An existing model folder is refused before any training unless
-    ``overwrite``."""
-    from winnow.distill.models import char_tokenizer, load_model
-    from winnow.distill.rollout import TransformersBackend
-    from winnow.distill.sft import supervised_finetune
-
-    roles = _check_model_folders(config, overwrite)
-    specs = (config.teacher, config.student)
-    starts = {s.init_from: load_model(s.init_from) for s in specs if s and s.init_from}
-    tokenizer = (
-        next(iter(starts.values()))[1]
-        if starts
-        else char_tokenizer(configured_task(config.task).alphabet)
-    )
-    task = configured_task(config.task, tokenizer)
-    train = task.problems("train", config.task.train_problems, seed=config.seed)
-    demonstrations = getattr(task, "demonstrations", None)
-    if demonstrations is not None:  # targets that differ from the answers (verbose_addition)
-        train = demonstrations("train", config.task.train_problems, seed=config.seed)
-    test = task.problems("test", config.task.test_problems, seed=0)
-    rows, curves = [], {}
-    for role in roles:
-        spec = getattr(config, role)
-        model = _initial_model(spec, tokenizer, config.seed, starts)
-        examples = _with_dropped_carries(config, train, spec.drop_carry, tokenizer)
-        with track_progress(f"SFT {role}", spec.steps, quiet) as bar:
-            curves[role] = supervised_finetune(
-                model,
-                tokenizer,
-                examples,
-                steps=spec.steps,
-                batch_size=spec.batch_size,
-                lr=spec.lr,
-                seed=config.seed,
-                on_step=partial(_log_sft_step, run, bar, role),
-            )
-        backend = TransformersBackend(model, tokenizer)
-        result = evaluate_greedy(backend, task, test, config.eval.max_new_tokens)
-        folder = Path(config.output_dir) / role
-        data = [(p.prompt, p.answer) for p in examples]
-        made = Provenance(
-            config, run, data=data, parents=[spec.init_from] if spec.init_from else []
-        )
-        _save_model(model, tokenizer, folder, made, overwrite)
-        row = {
-            "model": role,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": spec.steps,
-            "held-out accuracy": result.accuracy,
-            "mean length": result.mean_length,
-        }
-        if hasattr(task, "instructed"):  # the same problems after the task's instruction
-            instructed = task.instructed(test)
-            result = evaluate_greedy(backend, task, instructed, config.eval.max_new_tokens)
-            row |= {"instructed accuracy": result.accuracy, "instructed length": result.mean_length}
-        rows.append(row | {"saved to": str(folder)})
-    plot = run.save_plot(_sft_loss_plot(curves), "sft_loss")
-    markdown = (
-        "A teacher and a weaker student trained with teacher forcing on "
-        f"`{config.task.name}`; greedy accuracy on {len(test)} held-out problems.\n\n"
-        + markdown_table(rows, digits=3)
-        + f"\n![SFT loss](plots/{plot.name})\n"
-    )
-    return ReportSection(markdown, {row["model"]: row for row in rows})
-
-
-def _log_sft_step(run: RunDir, bar, role: str, row: dict) -> None:
-    bar.advance(1, loss=row["loss"])
-    run.log_step(row["step"], model=role, **{k: v for k, v in row.items() if k != "step"})
-
-
-def _initial_model(spec, tokenizer, seed: int, starts: dict):
-    """A fresh model of ``spec.architecture``, or a copy of the loaded ``spec.init_from`` (in
-    ``starts``: path -> (model, tokenizer)) to fine-tune."""
-    from winnow.distill.models import build_tiny_model, check_same_tokenizer
-
-    if spec.init_from is None:
-        return build_tiny_model(spec.architecture, tokenizer, seed=seed)
-    model, saved_tokenizer = starts[spec.init_from]
-    check_same_tokenizer(tokenizer, saved_tokenizer)
-    return copy.deepcopy(model)
-
-
-def _with_dropped_carries(config: SftConfig, train: list, share: float, tokenizer) -> list:
-    """``train`` with every carry dropped from the answers of a seeded random ``share`` of it."""
-    if not share:
-        return train
-    wrong = configured_task(config.task.model_copy(update={"carry": False}), tokenizer)
-    # Same seed, same operands: the carry flag changes the answers, not the draws.
-    dropped = wrong.problems("train", config.task.train_problems, seed=config.seed)
-    rng = random.Random(config.seed)
-    return [w if rng.random() < share else c for c, w in zip(train, dropped, strict=True)]
-
-
-def _check_model_folders(config: SftConfig, overwrite: bool) -> list[str]:
-    """The roles ``config`` trains; raises if one's folder exists and ``overwrite`` is off."""
-    roles = [role for role in ("teacher", "student") if getattr(config, role) is not None]
-    for role in roles:
-        check_new_folder(Path(config.output_dir) / role, overwrite)
-    return roles
-
-
-def run_sft(
-    config: SftConfig, root: str | Path = "runs", quiet: bool = False, overwrite: bool = False
-) -> Path:
-    """``winnow distill sft``: train a teacher and a weaker student; save both; report.
-
-    Existing model folders are refused before the run folder is made, so a refused run leaves
-    nothing behind."""
-    _check_model_folders(config, overwrite)
-    section = partial(sft_section, overwrite=overwrite)
-    return run_section(
-        "distill-sft", config, section, "distill sft", root, quiet, heading="winnow distill sft"
-    )
-
-
 def run_prune(
     model: str,
     gguf_file: str | None,
@@ -398,24 +265,12 @@ def run_prune(
     kept = keep if keep is not None else evenly_spaced_layers(total, layers)
     pruned = prune_layers(source, kept)
     settings = {"model": model, "gguf_file": gguf_file, "keep": kept}
-    _save_model(pruned, tokenizer, output, Provenance(settings, parents=[model]), overwrite)
+    save_model(pruned, tokenizer, output, Provenance(settings, parents=[model]), overwrite)
     before, after = (sum(p.numel() for p in m.parameters()) for m in (source, pruned))
     return (
         f"kept decoder layers {kept} of {total}: {after / 1e6:.1f}M of {before / 1e6:.1f}M "
         f"parameters; saved {output}"
     )
-
-
-def _save_model(
-    model, tokenizer, folder: Path, provenance: Provenance, overwrite: bool = False
-) -> None:
-    """``save_pretrained`` of the model and its tokenizer, with a manifest, all at once."""
-
-    def write(tmp: Path) -> None:
-        save_pretrained_quietly(model, tmp)
-        save_pretrained_quietly(tokenizer, tmp)
-
-    save_model_folder(folder, write, provenance, overwrite)
 
 
 def _length_curves(histories: dict[str, list[dict]]):
@@ -430,18 +285,6 @@ def _length_curves(histories: dict[str, list[dict]]):
     )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    return figure
-
-
-def _sft_loss_plot(curves: dict[str, list[dict]]):
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.6))
-    for role, rows in curves.items():
-        axis.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=role, lw=1)
-    axis.set(xlabel="step", ylabel="cross-entropy on answer tokens", yscale="log")
-    axis.grid(alpha=0.3)
-    axis.legend()
     return figure
 
 

@@ -42,9 +42,10 @@ from winnow.common.causal_lm import (
     gguf_options,
     plain_model,
     quiet_loading,
+    save_pretrained_quietly,
 )
 from winnow.common.config import Config
-from winnow.common.provenance import check_parents
+from winnow.common.provenance import Provenance, check_parents, save_model_folder
 from winnow.distill.exceptions import DistillInputError, TokenizerMismatchError
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "hidden_states",
     "load_model",
     "output_weight",
+    "save_model",
     "stop_token_ids",
 ]
 
@@ -359,3 +361,16 @@ def _load_tokenizer(source: str, gguf_file: str | None) -> PreTrainedTokenizerBa
 
 def _id_to_token(tokenizer: PreTrainedTokenizerBase) -> dict[int, str]:
     return {token_id: token for token, token_id in tokenizer.get_vocab().items()}
+
+
+def save_model(
+    model, tokenizer, folder: Path, provenance: Provenance, overwrite: bool = False
+) -> None:
+    """``save_pretrained`` of the model and its tokenizer, with a manifest, all at once; an
+    existing ``folder`` is refused unless ``overwrite``."""
+
+    def write(tmp: Path) -> None:
+        save_pretrained_quietly(model, tmp)
+        save_pretrained_quietly(tokenizer, tmp)
+
+    save_model_folder(folder, write, provenance, overwrite)

@@ -8,19 +8,25 @@ response would), so the loss rows are the ones on-policy training later uses.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from winnow.common.runs import atomic_path, atomic_write_text
+from winnow.distill.checkpoints import STATE_FILE
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import encode_prompts, hidden_states, output_weight
 from winnow.distill.rollout import RolloutBatch, assemble_batch
 from winnow.distill.tasks.base import Problem
 
-__all__ = ["reference_batch", "supervised_finetune", "warmup_cosine"]
+__all__ = ["SupervisedTrainer", "reference_batch", "supervised_finetune", "warmup_cosine"]
+
+_WEIGHTS_FILE = "sft_state.pt"
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, floor: float = 0.1) -> float:
@@ -49,6 +55,106 @@ def reference_batch(
     )
 
 
+class SupervisedTrainer:
+    """Teacher-forced training of ``model`` in place that can stop at any step and continue
+    exactly from a checkpoint (``winnow distill sft --resume``).
+
+    The loss is the mean cross-entropy over answer tokens and the final EOS (prompt tokens are
+    context only). Problems are drawn uniformly with replacement by a generator seeded with
+    ``seed``. AdamW; the learning rate follows :func:`warmup_cosine` over ``steps``
+    (``warmup_steps`` defaults to 5% of ``steps``); gradients are clipped to norm 1.
+    """
+
+    is_main_process = True  # one process: it writes every checkpoint it saves
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        problems: Sequence[Problem],
+        steps: int,
+        batch_size: int,
+        lr: float,
+        seed: int,
+        weight_decay: float = 0.0,
+        warmup_steps: int | None = None,
+    ) -> None:
+        _check_arguments(problems, steps, batch_size, lr)
+        self.model, self.tokenizer, self.problems = model, tokenizer, problems
+        self.batch_size = batch_size
+        warmup = max(1, steps // 20) if warmup_steps is None else warmup_steps
+        self.generator = torch.Generator().manual_seed(seed)
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, steps, warmup)
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def train(
+        self, until: int, on_step: Callable[[dict[str, float]], None] | None = None
+    ) -> list[dict[str, float]]:
+        """Take optimizer steps until ``self.step == until``; ``on_step`` receives each step's
+        metrics (``step`` 1-based, ``loss`` in nats per answer token, ``lr``). Returns the
+        history of every step so far."""
+        device, was_training = self.model.device, self.model.training
+        self.model.train()
+        while self.step < until:
+            chosen = torch.randint(
+                len(self.problems), (self.batch_size,), generator=self.generator
+            ).tolist()
+            batch = reference_batch(self.tokenizer, [self.problems[i] for i in chosen])
+            loss = _answer_cross_entropy(self.model, batch.to(device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+            self.step += 1
+            row = {"step": self.step, "loss": loss.item(), "lr": self.schedule.get_last_lr()[0]}
+            self.optimizer.step()
+            self.schedule.step()
+            self.history.append(row)
+            if on_step is not None:
+                on_step(row)
+        self.model.train(was_training)
+        return self.history
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Weights, optimizer, schedule and both random states in ``path``; the step and the
+        history in ``trainer_state.json``, written last (a folder that has it is complete)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout, if the model has any
+        }
+        with atomic_path(path / _WEIGHTS_FILE) as tmp:
+            torch.save(state, tmp)
+        record = {"step": self.step, "history": self.history}
+        atomic_write_text(path / STATE_FILE, json.dumps(record, indent=1) + "\n")
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a :meth:`save_checkpoint` folder; training then continues exactly."""
+        path = Path(path)
+        if not (path / STATE_FILE).is_file() or not (path / _WEIGHTS_FILE).is_file():
+            raise DistillInputError(
+                f"{path} is not a complete winnow SFT checkpoint (needs {STATE_FILE} and "
+                f"{_WEIGHTS_FILE}); pass a run folder of winnow distill sft"
+            )
+        state = torch.load(path / _WEIGHTS_FILE, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        self.step, self.history = int(record["step"]), list(record["history"])
+
+
 def supervised_finetune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -61,41 +167,12 @@ def supervised_finetune(
     warmup_steps: int | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place for ``steps`` AdamW steps on ``batch_size`` problems each.
-
-    The loss is the mean cross-entropy over answer tokens and the final EOS (prompt tokens are
-    context only). Problems are drawn uniformly with replacement by a generator seeded with
-    ``seed``. The learning rate follows :func:`warmup_cosine` (``warmup_steps`` defaults to 5% of
-    ``steps``); gradients are clipped to norm 1. ``on_step`` receives each step's metrics.
-
-    Returns one dict per step: ``step`` (1-based), ``loss`` (nats per answer token), ``lr``.
-    """
-    _check_arguments(problems, steps, batch_size, lr)
-    warmup = max(1, steps // 20) if warmup_steps is None else warmup_steps
-    generator = torch.Generator().manual_seed(seed)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, steps, warmup)
+    """Train ``model`` in place for ``steps`` steps of :class:`SupervisedTrainer` in one go;
+    returns one metrics dict per step."""
+    trainer = SupervisedTrainer(
+        model, tokenizer, problems, steps, batch_size, lr, seed, weight_decay, warmup_steps
     )
-    device, was_training = model.device, model.training
-    model.train()
-    metrics = []
-    for step in range(steps):
-        chosen = torch.randint(len(problems), (batch_size,), generator=generator).tolist()
-        batch = reference_batch(tokenizer, [problems[i] for i in chosen]).to(device)
-        loss = _answer_cross_entropy(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        row = {"step": step + 1, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
-        optimizer.step()
-        schedule.step()
-        metrics.append(row)
-        if on_step is not None:
-            on_step(row)
-    model.train(was_training)
-    return metrics
+    return trainer.train(steps, on_step)
 
 
 def _answer_cross_entropy(model: PreTrainedModel, batch: RolloutBatch) -> torch.Tensor:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from winnow.common.causal_lm import quiet_loading
 from winnow.common.runs import atomic_path, atomic_write_text
 from winnow.distill.checkpoints import STATE_FILE
 from winnow.distill.config import TrainConfig
@@ -419,13 +420,21 @@ class OnPolicyDistiller:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process writes the files of a checkpoint (and deletes old ones)."""
+        return self.accelerator.is_main_process
+
     def save_checkpoint(self, path: str | Path) -> Path:
         """Save weights, optimizer, RNG states, the step and the metric history to ``path``.
 
         ``trainer_state.json`` is written last: a folder that has it is a complete checkpoint.
         """
+        import transformers
+
         path = Path(path)
-        self.accelerator.save_state(str(path))
+        with quiet_loading(transformers):  # accelerate warns of the tied weights it drops
+            self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
             if self.config.teacher_refresh_every or self.config.teacher_update_rate:
                 # a refreshed or averaged teacher is state too
