@@ -83,6 +83,17 @@ def problems(seed: int = 0) -> dict:
     }
 
 
+class CountedModel:
+    """The black box with a count of the rows it was asked about (the cost both methods pay)."""
+
+    def __init__(self, predict) -> None:
+        self.predict, self.calls = predict, 0
+
+    def __call__(self, rows):
+        self.calls += len(rows)
+        return self.predict(rows)
+
+
 def run_lime(problem: dict, seed: int, n_samples: int) -> dict:
     from lime.lime_tabular import LimeTabularExplainer
 
@@ -94,24 +105,18 @@ def run_lime(problem: dict, seed: int, n_samples: int) -> dict:
         feature_selection="lasso_path",
         random_state=seed,
     )
-    calls = 0
-
-    def counted(x):
-        nonlocal calls
-        calls += len(x)
-        return problem["predict"](x)
-
+    model = CountedModel(problem["predict"])
     started = time.perf_counter()
     explanation = explainer.explain_instance(
         problem["row"],
-        counted,
+        model,
         labels=(0 if label is None else label,),
         num_features=NUM_FEATURES,
         num_samples=n_samples,
     )
     seconds = time.perf_counter() - started
     ranked = [feature for feature, _ in explanation.as_map()[1 if label is None else label]]
-    return {"ranked": [int(j) for j in ranked], "calls": calls, "seconds": seconds}
+    return {"ranked": [int(j) for j in ranked], "calls": model.calls, "seconds": seconds}
 
 
 def run_slime(problem: dict, seed: int, n_init: int, n_max: int) -> dict:
@@ -123,20 +128,14 @@ def run_slime(problem: dict, seed: int, n_init: int, n_max: int) -> dict:
         n_max=n_max,
         num_features=NUM_FEATURES,
     )
-    calls = 0
-
-    def counted(x):
-        nonlocal calls
-        calls += len(x)
-        return problem["predict"](x)
-
+    model = CountedModel(problem["predict"])
     started = time.perf_counter()
-    result = explainer.explain_instance(problem["row"], counted, label, seed)
+    result = explainer.explain_instance(problem["row"], model, label, seed)
     seconds = time.perf_counter() - started
-    assert calls == result.n_samples  # every row reaches the model once
+    assert model.calls == result.n_samples  # every row reaches the model once
     return {
         "ranked": list(result.ranked_features),
-        "calls": calls,
+        "calls": model.calls,
         "seconds": seconds,
         "converged": result.converged,
         "rounds": result.rounds,

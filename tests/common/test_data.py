@@ -82,8 +82,12 @@ def test_data_file_resolves_dataset_relative_and_plain_paths(tmp_path, monkeypat
     assert data.data_file(folder / "table.csv") == folder / "table.csv"
     with pytest.raises(DataNotFoundError, match="not a file of data set 'toy'"):
         data.data_file("toy/other.csv")
-    with pytest.raises(DataNotFoundError, match="neither an existing file"):
-        data.data_file("nothing-here.csv")
+    for missing in ("nothing-here.csv", tmp_path / "x.csv", "./x.csv", "elsewhere/x.csv"):
+        with pytest.raises(DataNotFoundError, match=r"no such file .* fix: give the path"):
+            data.data_file(missing)
+    # a shipped data set that is missing here says where it was looked for
+    with pytest.raises(DataNotFoundError, match="data set 'routing' not found; searched"):
+        data.data_file("routing/routerbench_subset/part-0.csv")
 
 
 def test_find_dataset_takes_the_first_root_that_has_it(tmp_path, monkeypatch):

@@ -124,6 +124,6 @@ def test_a_damaged_manifest_is_named(tmp_path):
     with pytest.raises(ProvenanceError, match=rf"{MANIFEST_FILE} is not valid JSON"):
         read_manifest(folder)
     (folder / MANIFEST_FILE).write_text(json.dumps([1]))
-    with pytest.raises(ProvenanceError, match="no JSON object"):
+    with pytest.raises(ProvenanceError, match="holds a JSON list, not an object"):
         check_parents(folder, fix="")
     assert read_manifest(tmp_path) is None and manifest_sha256(tmp_path) is None

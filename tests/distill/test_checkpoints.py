@@ -4,12 +4,12 @@ import pytest
 
 from winnow.common.config import load_config
 from winnow.common.exceptions import ConfigError
+from winnow.common.resume import resumed_config
 from winnow.common.runs import RunDir
 from winnow.distill.checkpoints import (
     STATE_FILE,
     latest_checkpoint,
     resume_checkpoint,
-    resumed_config,
     train_with_checkpoints,
 )
 from winnow.distill.config import SftConfig, TrainConfig
@@ -56,7 +56,7 @@ def test_each_arm_resumes_from_its_own_run_or_the_run_that_one_resumed(tmp_path)
 def test_resume_from_something_else_is_refused(tmp_path):
     with pytest.raises(DistillInputError, match="neither a checkpoint"):
         resume_checkpoint(tmp_path, "a")
-    with pytest.raises(DistillInputError, match="not a run folder"):
+    with pytest.raises(ConfigError, match="not a run folder"):
         resumed_config(TrainConfig, tmp_path)
 
 

@@ -9,7 +9,7 @@ import pytest
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.models import TinyModelConfig, build_tiny_model, char_tokenizer
 from winnow.distill.rollout import TransformersBackend
-from winnow.distill.sft import reference_batch, supervised_finetune, warmup_cosine
+from winnow.distill.sft import SupervisedTrainer, reference_batch, warmup_cosine
 from winnow.distill.tasks import AdditionTask, Problem
 
 TASK = AdditionTask(digits=(1,))
@@ -59,7 +59,9 @@ def test_training_is_reproducible(tokenizer):
     for _ in range(2):
         model = tiny_model(tokenizer, layers=1)
         runs.append(
-            supervised_finetune(model, tokenizer, problems, 3, 8, 1e-3, seed=0, warmup_steps=2)
+            SupervisedTrainer(model, tokenizer, problems, 3, 8, 1e-3, seed=0, warmup_steps=2).train(
+                3
+            )
         )
     assert runs[0] == runs[1]
     assert [row["step"] for row in runs[0]] == [1, 2, 3]
@@ -72,7 +74,7 @@ def test_training_is_reproducible(tokenizer):
 def test_arguments_are_validated(tokenizer, argument, value):
     kwargs = {"problems": TASK.problems("train", 4, 0), "steps": 1, "batch_size": 2, "lr": 1e-3}
     with pytest.raises(DistillInputError, match=f"{argument} must be"):
-        supervised_finetune(
+        SupervisedTrainer(
             tiny_model(tokenizer, 1), tokenizer, seed=0, **{**kwargs, argument: value}
         )
 
@@ -84,9 +86,8 @@ def test_sft_learns_one_digit_addition(tokenizer):
     fresh_draw = TASK.problems("train", 200, seed=1)
     before = greedy_accuracy(model, tokenizer, fresh_draw)
     seen = []
-    metrics = supervised_finetune(
-        model, tokenizer, train, steps=300, batch_size=32, lr=3e-3, seed=0, on_step=seen.append
-    )
+    trainer = SupervisedTrainer(model, tokenizer, train, steps=300, batch_size=32, lr=3e-3, seed=0)
+    metrics = trainer.train(300, on_step=seen.append)
     after = greedy_accuracy(model, tokenizer, fresh_draw)
     assert seen == metrics and len(metrics) == 300
     assert metrics[-1]["loss"] < 0.3 * metrics[0]["loss"]

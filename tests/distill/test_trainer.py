@@ -17,7 +17,7 @@ from winnow.distill.evaluate import evaluate_greedy
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.jobs import load_pair
 from winnow.distill.models import TinyModelConfig, build_tiny_model, char_tokenizer, load_model
-from winnow.distill.sft import supervised_finetune
+from winnow.distill.sft import SupervisedTrainer
 from winnow.distill.tasks import AdditionTask
 from winnow.distill.tokens import SelectorConfig
 from winnow.distill.trainer import OnPolicyDistiller, step_seed
@@ -34,7 +34,7 @@ def model_dir(tmp_path_factory) -> Path:
     for role, width, steps in (("teacher", 32, 300), ("student", 32, 30)):
         config = TinyModelConfig(hidden_size=width, num_layers=2, num_heads=2, max_positions=16)
         model = build_tiny_model(config, tokenizer, seed=1)
-        supervised_finetune(model, tokenizer, problems, steps, 32, 3e-3, seed=0)
+        SupervisedTrainer(model, tokenizer, problems, steps, 32, 3e-3, seed=0).train(steps)
         model.save_pretrained(root / role)
         tokenizer.save_pretrained(root / role)
     return root

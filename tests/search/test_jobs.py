@@ -1,6 +1,7 @@
 """The search jobs end to end on a small slice: eval report, index folder, clear errors."""
 
 import json
+import shutil
 from pathlib import Path
 
 import faiss
@@ -218,3 +219,32 @@ def test_students_weighting_the_llm_need_the_llm_teacher():
         TrainConfig(students={"mine": {"llm": 1.0}})
     with pytest.raises(ValidationError, match=r"cv\.choices\.llm_teacher"):
         TrainConfig(cv={"choices": {"llm_teacher": [{"epochs": 0}]}})
+
+
+def test_a_stopped_train_run_resumes_from_its_first_unfinished_fold(tmp_path):
+    out = tmp_path / "runs"
+    one_student = ["--set", "train.students={both: {relevance: 1.0, engagement: 0.5}}"]
+    stopped, finished = train_run(out, [*tiny_train_flags(tmp_path), *one_student])
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == [
+        "fold-0.json",
+        "fold-1.json",
+    ]
+    # as if stopped while training fold 1, after the teachers of the final models were saved
+    (stopped / "checkpoints" / "fold-1.json").unlink()
+    shutil.rmtree(tmp_path / "models" / "student_both")
+
+    args = ["search", "train", "--quiet", "--resume", str(stopped), "--out", str(tmp_path / "b")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output  # its own models need no --overwrite
+    (run,) = (tmp_path / "b").iterdir()
+    summary = json.loads((run / "metrics.json").read_text())["summary"]
+    assert summary["pooled"] == finished["pooled"]  # the same folds, the same held-out rankings
+    assert summary["versus_dense"] == finished["versus_dense"]
+    folds = {row.get("fold") for row in read_step_metrics(run / "metrics.jsonl")}
+    assert folds == {1, "all"}  # fold 0 came from the checkpoint
+    for name in summary["saved"]:
+        assert read_manifest(tmp_path / "models" / name)["run"]["folder"] == str(run.resolve())
+
+    # resuming the first run again: the models are now the second run's, so they are refused
+    again = runner.invoke(app, [*args[:-1], str(tmp_path / "c")])
+    assert again.exit_code == 2 and "--overwrite" in again.output

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from winnow.common.config import load_config
-from winnow.common.exceptions import WinnowError
+from winnow.common.exceptions import ConfigError, WinnowError
 
 __all__ = [
     "CONFIG_OPTION",
@@ -53,6 +53,27 @@ def user_errors() -> Iterator[None]:
 def config_from_flags(model: type[BaseModel], config: Path | None, overrides: list[str] | None):
     """Load ``model`` from ``--config`` and ``--set`` flags (raises ConfigError on bad input)."""
     return load_config(model, config, overrides or [])
+
+
+def config_or_resumed(
+    model: type[BaseModel],
+    config: Path | None,
+    overrides: list[str] | None,
+    resume: Path | None,
+    key: str = "resume_from",
+):
+    """The config from ``--config`` and ``--set``, or with ``--resume RUN_DIR`` that run's own
+    config.yaml (``--set`` still applies) with ``key`` naming the run it continues."""
+    from winnow.common.resume import resumed_config
+
+    if resume is None:
+        return config_from_flags(model, config, overrides)
+    if config is not None:
+        raise ConfigError(
+            "--resume continues a run with its own config.yaml; drop --config and change "
+            "fields with --set"
+        )
+    return resumed_config(model, resume, overrides or [], key)
 
 
 def run_config_job(model: type[BaseModel], config: Path | None, overrides, job) -> None:

@@ -122,10 +122,14 @@ def data_file(spec: str | Path) -> Path:
     if path.is_file():
         return path
     name, _, inner = str(spec).partition("/")
-    if not inner:
+    known = name in SHIPPED_DATASETS or (
+        name not in ("", ".", "..") and find_dataset(name) is not None
+    )
+    if not inner or path.is_absolute() or not known:  # a plain path that does not exist
         raise DataNotFoundError(
-            f"{spec!r} is neither an existing file nor '<data set>/<file>'; fix: give the path of "
-            "a CSV or Parquet file, or e.g. 'ridesourcing/community_area_features.csv'"
+            f"{str(spec)!r}: no such file (nor a file of a shipped data set); fix: give the path "
+            "of an existing CSV or Parquet file, or '<data set>/<file>' such as "
+            "'ridesourcing/community_area_features.csv'"
         )
     candidate = dataset_path(name) / inner
     if not candidate.is_file():

@@ -21,7 +21,7 @@ from winnow.common.extras import require
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["check_parquet", "check_text_table", "read_table", "resolve_input"]
+__all__ = ["check_parquet", "check_text_table", "read_json_object", "read_table", "resolve_input"]
 
 HEAD_BYTES = 1 << 16
 CSV_FIX = "give a UTF-8 CSV file with a header row, or a Parquet file"
@@ -154,3 +154,17 @@ def _not_utf8(what: str, path: Path, exc: UnicodeDecodeError) -> str:
         f"{what}: {path} is not UTF-8 text (byte 0x{byte}); re-save it as UTF-8, e.g. "
         f"iconv -f latin1 -t utf-8 {path.name} > utf8{path.suffix}"
     )
+
+
+def read_json_object(path: Path, error: type[Exception], fix: str) -> dict:
+    """The JSON object in ``path``; raise ``error`` naming the file, what is wrong and ``fix``
+    when it is not UTF-8 JSON or holds something other than an object."""
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path} is not valid JSON ({problem}); {fix}") from None
+    if not isinstance(record, dict):
+        raise error(f"{path} holds a JSON {type(record).__name__}, not an object; {fix}")
+    return record

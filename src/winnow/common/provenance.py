@@ -35,6 +35,7 @@ from typing import Any
 
 import winnow
 from winnow.common.exceptions import ModelFolderExistsError, ProvenanceError
+from winnow.common.inputs import read_json_object
 from winnow.common.runs import atomic_write_text, to_jsonable
 
 __all__ = [
@@ -92,15 +93,7 @@ def read_manifest(folder: str | Path) -> dict | None:
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ProvenanceError(
-            f"{path} is not valid JSON ({error}); the folder is damaged: save the model again"
-        ) from None
-    if not isinstance(record, dict):
-        raise ProvenanceError(f"{path} holds no JSON object; the folder is damaged: save it again")
-    return record
+    return read_json_object(path, ProvenanceError, "the folder is damaged: save the model again")
 
 
 def check_new_folder(folder: str | Path, overwrite: bool) -> None:

@@ -5,34 +5,27 @@
 trainers write ``trainer_state.json`` last, so a folder without it (a save cut short) is never
 resumed, and older checkpoints are deleted only once a newer one is complete. A run that was
 itself resumed holds only the checkpoints it wrote; for a part it did not reach, the run it
-continued (``resume_from`` in its config.yaml) is asked in turn.
+continued (``resume_from`` in its config.yaml) is asked in turn (:mod:`winnow.common.resume`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-import yaml
-
-from winnow.common.config import Config, load_config
+from winnow.common.resume import resume_chain
 from winnow.distill.exceptions import DistillInputError
 
 __all__ = [
     "STATE_FILE",
     "Checkpointable",
     "latest_checkpoint",
-    "resume_chain",
     "resume_checkpoint",
-    "resumed_config",
     "train_with_checkpoints",
 ]
-
-ConfigT = TypeVar("ConfigT", bound=Config)
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -107,38 +100,3 @@ def resume_checkpoint(resume_from: str | Path, arm: str) -> Path | None:
         if found is not None:
             return found
     return None
-
-
-def resume_chain(run: str | Path) -> list[Path]:
-    """``run``, the run it resumed, the one that resumed, ... (those that still exist)."""
-    chain: list[Path] = []
-    source: Path | None = Path(run)
-    while source is not None and source.resolve() not in {p.resolve() for p in chain}:
-        chain.append(source)
-        source = _resumed_from(source)
-    return chain
-
-
-def resumed_config(
-    config_class: type[ConfigT], run: str | Path, overrides: Sequence[str] = ()
-) -> ConfigT:
-    """The config that continues the run in folder ``run``: its own config.yaml, so the arms,
-    models and seed match its checkpoints, with ``overrides`` (``--set steps=400`` trains
-    further) and ``resume_from`` set to ``run`` (as JSON: a valid YAML scalar for any path)."""
-    saved = Path(run) / "config.yaml"
-    if not (Path(run) / "run.json").is_file() or not saved.is_file():
-        raise DistillInputError(
-            f"--resume {run}: not a run folder with a config.yaml; pass a folder written by "
-            "the same command, e.g. runs/distill-train-<timestamp> (see winnow runs)"
-        )
-    return load_config(config_class, saved, [*overrides, f"resume_from={json.dumps(str(run))}"])
-
-
-def _resumed_from(run: Path) -> Path | None:
-    """The ``resume_from`` of the run in folder ``run``, if it still exists."""
-    try:
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    earlier = config.get("resume_from") if isinstance(config, dict) else None
-    return Path(earlier) if earlier and Path(earlier).is_dir() else None

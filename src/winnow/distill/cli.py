@@ -12,6 +12,7 @@ from winnow.common.cli import (
     QUIET_OPTION,
     SET_OPTION,
     config_from_flags,
+    config_or_resumed,
     run_config_job,
     user_errors,
 )
@@ -48,7 +49,7 @@ def sft(
     from winnow.distill.sft_job import run_sft
 
     with user_errors():
-        settings = _job_config(SftConfig, config, overrides, resume)
+        settings = config_or_resumed(SftConfig, config, overrides, resume)
         report = run_sft(settings, out, quiet, overwrite=overwrite)
     if report is not None:
         typer.echo(f"report: {report}")
@@ -68,25 +69,10 @@ def train(
     from winnow.distill.jobs import run_train
 
     with user_errors():
-        settings = _job_config(TrainConfig, config, overrides, resume)
+        settings = config_or_resumed(TrainConfig, config, overrides, resume)
         report = run_train(settings, out, quiet)
     if report is not None:
         typer.echo(f"report: {report}")
-
-
-def _job_config(config_class, config: Path | None, overrides: list[str] | None, resume):
-    """The config from --config and --set, or, with --resume, the resumed run's own."""
-    from winnow.distill.checkpoints import resumed_config
-    from winnow.distill.exceptions import DistillInputError
-
-    if resume is None:
-        return config_from_flags(config_class, config, overrides)
-    if config is not None:
-        raise DistillInputError(
-            "--resume continues a run with its own config.yaml; drop --config and change "
-            "fields with --set"
-        )
-    return resumed_config(config_class, resume, overrides or [])
 
 
 @app.command("eval")

@@ -24,7 +24,7 @@ from winnow.distill.models import encode_prompts, hidden_states, output_weight
 from winnow.distill.rollout import RolloutBatch, assemble_batch
 from winnow.distill.tasks.base import Problem
 
-__all__ = ["SupervisedTrainer", "reference_batch", "supervised_finetune", "warmup_cosine"]
+__all__ = ["SupervisedTrainer", "reference_batch", "warmup_cosine"]
 
 _WEIGHTS_FILE = "sft_state.pt"
 
@@ -153,26 +153,6 @@ class SupervisedTrainer:
         torch.set_rng_state(state["torch_rng"])
         record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         self.step, self.history = int(record["step"]), list(record["history"])
-
-
-def supervised_finetune(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[Problem],
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    weight_decay: float = 0.0,
-    warmup_steps: int | None = None,
-    on_step: Callable[[dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place for ``steps`` steps of :class:`SupervisedTrainer` in one go;
-    returns one metrics dict per step."""
-    trainer = SupervisedTrainer(
-        model, tokenizer, problems, steps, batch_size, lr, seed, weight_decay, warmup_steps
-    )
-    return trainer.train(steps, on_step)
 
 
 def _answer_cross_entropy(model: PreTrainedModel, batch: RolloutBatch) -> torch.Tensor:

@@ -13,8 +13,9 @@ from functools import partial
 from pathlib import Path
 
 from winnow.common.progress import track_progress
-from winnow.common.provenance import Provenance, check_new_folder, read_manifest
+from winnow.common.provenance import Provenance, check_new_folder
 from winnow.common.report import ReportSection, markdown_table
+from winnow.common.resume import made_by_one_of, resume_chain
 from winnow.common.runs import RunDir, run_section
 from winnow.distill.config import SftConfig
 from winnow.distill.evaluate import evaluate_greedy
@@ -143,13 +144,8 @@ def _check_model_folders(config: SftConfig, overwrite: bool) -> list[str]:
 
 
 def _made_by_resumed_run(config: SftConfig, folder: Path) -> bool:
-    """Whether the manifest in ``folder`` names a run of ``config.resume_from``'s chain."""
-    from winnow.distill.checkpoints import resume_chain
-
-    manifest = read_manifest(folder) if config.resume_from else None
-    made_by = ((manifest or {}).get("run") or {}).get("folder")
-    chain = {str(run.resolve()) for run in resume_chain(config.resume_from)} if made_by else set()
-    return made_by in chain
+    """Whether a run of ``config.resume_from``'s chain saved the model in ``folder``."""
+    return bool(config.resume_from) and made_by_one_of(folder, resume_chain(config.resume_from))
 
 
 def run_sft(

@@ -12,6 +12,7 @@ from winnow.common.cli import (
     QUIET_OPTION,
     SET_OPTION,
     config_from_flags,
+    config_or_resumed,
     run_config_job,
     user_errors,
 )
@@ -46,14 +47,21 @@ def train(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the rerankers already saved in train.output_dir."
     ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue a stopped search-train run in this folder: its config.yaml (--set still "
+        "applies), its finished folds reused, into a new run folder.",
+    ),
 ) -> None:
     """Train the relevance and engagement teachers and distil the students from them."""
     from winnow.search.config import SearchConfig
     from winnow.search.training import run_search_train
 
-    run_config_job(
-        SearchConfig, config, overrides, lambda s: run_search_train(s, out, quiet, overwrite)
-    )
+    with user_errors():
+        settings = config_or_resumed(SearchConfig, config, overrides, resume, "train.resume_from")
+        report = run_search_train(settings, out, quiet, overwrite)
+    typer.echo(f"report: {report}")
 
 
 @app.command("eval")

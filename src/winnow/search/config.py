@@ -316,6 +316,11 @@ class TrainConfig(Config):
     )
     output_dir: str = Field("models/search", description="where teachers and students are saved")
     num_threads: int = Field(1, ge=1, description="torch CPU threads")
+    resume_from: str | None = Field(
+        None,
+        description="an earlier search-train run folder whose finished folds are reused "
+        "(set by --resume RUN_DIR)",
+    )
     generated: GeneratedQueriesConfig = GeneratedQueriesConfig()
 
     @field_validator("students")

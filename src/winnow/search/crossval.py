@@ -102,14 +102,20 @@ def choose_on_inner(
 
 
 def cross_validate(
-    config: SearchConfig, training, folds: list[Fold], train_fold, quiet: bool = False
+    config: SearchConfig,
+    training,
+    folds: list[Fold],
+    train_fold,
+    quiet: bool = False,
+    checkpoints=None,
 ) -> tuple[Rankings, list[FoldResult]]:
     """Held-out rankings of every system over every fold's test queries.
 
     ``train_fold(config, fold_view, dense, quiet) -> ({name: ranker}, chosen)`` trains one
     fold's rerankers on ``fold_view.split.train`` (choosing settings on ``.dev``, the inner
-    split). Returns the pooled ``Rankings`` (first-stage systems and rerankers) and one
-    :class:`FoldResult` per fold.
+    split). ``checkpoints`` (a :class:`~winnow.search.fold_checkpoints.FoldCheckpoints`) saves
+    each finished fold and supplies the folds of a resumed run. Returns the pooled ``Rankings``
+    (first-stage systems and rerankers) and one :class:`FoldResult` per fold.
     """
     depth = max(config.recall_at, config.train.candidates)
     # every judged query: inner splits reach into folds that ``folds`` may not hold
@@ -117,18 +123,27 @@ def cross_validate(
     results = []
     with track_progress("cross-validation folds", len(folds), quiet) as bar:
         for fold in folds:
-            view = fold_training(training, fold)
-            start = time.perf_counter()
-            rankers, chosen = train_fold(config, view, pooled["dense"], quiet)
-            seconds = time.perf_counter() - start
-            rankings, speed = rerank_rankings(
-                rankers, training, fold.test, pooled["dense"], config.train.candidates
-            )
-            for name, ranked in rankings.items():
+            result = checkpoints.load(fold) if checkpoints is not None else None
+            if result is None:
+                result = _train_and_rerank(config, training, fold, train_fold, pooled, quiet)
+                if checkpoints is not None:
+                    checkpoints.save(result)
+            for name, ranked in result.rankings.items():
                 pooled.setdefault(name, {}).update(ranked)
-            results.append(FoldResult(fold, rankings, chosen, speed, seconds))
-            bar.advance(1, fold=fold.index, seconds=round(seconds))
+            results.append(result)
+            bar.advance(1, fold=fold.index, seconds=round(result.train_seconds))
     return pooled, results
+
+
+def _train_and_rerank(config, training, fold: Fold, train_fold, pooled, quiet) -> FoldResult:
+    view = fold_training(training, fold)
+    start = time.perf_counter()
+    rankers, chosen = train_fold(config, view, pooled["dense"], quiet)
+    seconds = time.perf_counter() - start
+    rankings, speed = rerank_rankings(
+        rankers, training, fold.test, pooled["dense"], config.train.candidates
+    )
+    return FoldResult(fold, rankings, chosen, speed, seconds)
 
 
 def _ranked(row) -> list[str]:

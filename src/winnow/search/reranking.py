@@ -11,7 +11,6 @@ cut-offs is that of the first stage.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.extras import require
+from winnow.common.inputs import read_json_object
 from winnow.common.provenance import check_parents
 from winnow.search.cross_encoder import TEACHER_FILE, CrossEncoderTeacher
 from winnow.search.datasets import BeirDataset
@@ -169,17 +169,7 @@ def _check_model_folder(path: Path) -> None:
         file = path / name
         if not file.is_file():
             continue
-        try:
-            record = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise SavedArtifactError(
-                f"{file} is not valid JSON ({error}); the folder is damaged: {TRAIN_AGAIN}"
-            ) from error
-        if not isinstance(record, dict):
-            raise SavedArtifactError(
-                f"{file} holds a JSON {type(record).__name__}, not an object; the folder is "
-                f"damaged: {TRAIN_AGAIN}"
-            )
+        read_json_object(file, SavedArtifactError, f"the folder is damaged: {TRAIN_AGAIN}")
 
 
 def _load_failures() -> tuple[type[Exception], ...]:

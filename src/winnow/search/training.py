@@ -28,6 +28,8 @@ model folder gets a manifest (:mod:`winnow.common.provenance`): the teachers are
 each student's manifest names the very teachers beside it, and loading refuses a student whose
 teachers were replaced since. Saving over earlier models needs ``overwrite``, checked before any
 training. Every optimiser step of every model goes to the run's metrics.jsonl as it is taken.
+Each finished fold is saved in the run's checkpoints/, so ``--resume RUN_DIR`` continues a
+stopped run from its first unfinished fold (:mod:`winnow.search.fold_checkpoints`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from winnow.common.causal_lm import bundled_smollm2
 from winnow.common.exceptions import ModelFolderExistsError
 from winnow.common.provenance import Provenance, save_model_folder
 from winnow.common.report import ReportSection
+from winnow.common.resume import made_by_one_of, resume_chain
 from winnow.common.runs import RunDir, run_section
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
@@ -52,6 +55,7 @@ from winnow.search.config import ClicksConfig, JudgeConfig, SearchConfig
 from winnow.search.cross_encoder import CandidateList, CrossEncoderTeacher, build_candidate_lists
 from winnow.search.crossval import Rankings, choose_on_inner, cross_validate
 from winnow.search.datasets import BeirDataset, QuerySplit, load_beir
+from winnow.search.fold_checkpoints import FoldCheckpoints
 from winnow.search.folds import make_folds
 from winnow.search.jobs import FirstStage, first_stage
 from winnow.search.judge_check import judge_agreement
@@ -367,9 +371,13 @@ def final_training(config: SearchConfig, training: TrainingData) -> TrainingData
 
 def check_output_dir(config: SearchConfig, overwrite: bool) -> None:
     """Raise :class:`~winnow.common.exceptions.ModelFolderExistsError` when
-    ``train.output_dir`` already holds saved rerankers and ``overwrite`` is off."""
+    ``train.output_dir`` already holds saved rerankers and ``overwrite`` is off (those that
+    the run being resumed, or one it continued, saved may be replaced)."""
     output = Path(config.train.output_dir)
-    existing = [folder.name for folder in saved_model_folders(output)]
+    mine = _resumed_runs(config)
+    existing = [
+        folder.name for folder in saved_model_folders(output) if not made_by_one_of(folder, mine)
+    ]
     if existing and not overwrite:
         raise ModelFolderExistsError(
             f"train.output_dir {output} already holds saved rerankers ({', '.join(existing)}); "
@@ -411,7 +419,8 @@ def train_section(
         log = _run_log(run, fold_of[tuple(view.split.test)])
         return fold_rankers(config, view, dense, quiet, log)
 
-    rankings, results = cross_validate(config, training, folds, train_fold, quiet)
+    checkpoints = FoldCheckpoints(run.path, _resumed_runs(config))
+    rankings, results = cross_validate(config, training, folds, train_fold, quiet, checkpoints)
     scores = cross_validated(
         training.data.qrels,
         rankings,
@@ -423,7 +432,8 @@ def train_section(
     final = final_training(config, training)
     rankers, chosen = fold_rankers(config, final, rankings["dense"], quiet, _run_log(run, "all"))
     made = Provenance(config, run, data=_training_data(config, final))
-    saved = save_rankers(rankers, Path(config.train.output_dir), made, overwrite)
+    replace = overwrite or bool(config.train.resume_from)  # others' folders: refused above
+    saved = save_rankers(rankers, Path(config.train.output_dir), made, replace)
     log = engagement_judge(config.train.clicks, final, config.seed)[1]
     return cross_validation_section(config, run, scores, results, rankers, chosen, saved, log)
 
@@ -444,6 +454,12 @@ def run_search_train(
         quiet,
         heading="Search: teachers and distilled students",
     )
+
+
+def _resumed_runs(config: SearchConfig) -> list[Path]:
+    """The run ``train.resume_from`` continues and the runs that one continued; [] if none."""
+    resumed = config.train.resume_from
+    return resume_chain(resumed, key="train.resume_from") if resumed else []
 
 
 def _tagged(log: StepLog | None, **fields) -> StepLog | None:
