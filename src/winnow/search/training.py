@@ -44,10 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from winnow.common.causal_lm import bundled_smollm2
-from winnow.common.exceptions import ModelFolderExistsError
-from winnow.common.provenance import Provenance, save_model_folder
+from winnow.common.provenance import Provenance
 from winnow.common.report import ReportSection
-from winnow.common.resume import made_by_one_of, resume_chain
 from winnow.common.runs import RunDir, run_section
 from winnow.search.click_simulator import ClickModel, simulate_clicks
 from winnow.search.clicks import ClickJudge, ClickLog, ips_ctr, load_click_log
@@ -63,7 +61,12 @@ from winnow.search.llm_teacher import LLMRelevanceTeacher
 from winnow.search.query_filters import generated_candidate_lists, read_generated
 from winnow.search.ranker import StudentRanker, precompute_teacher_scores
 from winnow.search.rerank_stack import quantize_int8
-from winnow.search.reranking import saved_model_folders
+from winnow.search.saved_rankers import (
+    check_output_dir,
+    resumed_runs,
+    save_rankers,
+    training_data_identity,
+)
 from winnow.search.teachers import CausalLMJudge, ChatJudge, QrelsJudge
 
 __all__ = [
@@ -369,38 +372,6 @@ def final_training(config: SearchConfig, training: TrainingData) -> TrainingData
     return dataclasses.replace(training, split=QuerySplit(fit, inner, []))
 
 
-def check_output_dir(config: SearchConfig, overwrite: bool) -> None:
-    """Raise :class:`~winnow.common.exceptions.ModelFolderExistsError` when
-    ``train.output_dir`` already holds saved rerankers and ``overwrite`` is off (those that
-    the run being resumed, or one it continued, saved may be replaced)."""
-    output = Path(config.train.output_dir)
-    mine = _resumed_runs(config)
-    existing = [
-        folder.name for folder in saved_model_folders(output) if not made_by_one_of(folder, mine)
-    ]
-    if existing and not overwrite:
-        raise ModelFolderExistsError(
-            f"train.output_dir {output} already holds saved rerankers ({', '.join(existing)}); "
-            "pass --overwrite to replace them, or --set train.output_dir=<another folder>"
-        )
-
-
-def save_rankers(
-    rankers: dict, output: Path, provenance: Provenance, overwrite: bool = False
-) -> dict[str, str]:
-    """Save each trained ranker in ``output/<name>`` with its manifest (``provenance``, and the
-    models it was trained from as parents). Teachers go first, so that each student's manifest
-    records the teachers saved beside it. Served variants (``name+int8``) are not saved:
-    ``winnow search serve --int8`` makes them from the saved model at start-up."""
-    saved = {}
-    ordered = sorted(rankers.items(), key=lambda item: isinstance(item[1], StudentRanker))
-    for name, ranker in ordered:
-        if "+" not in name:
-            made = dataclasses.replace(provenance, parents=_parents(ranker, output))
-            saved[name] = str(save_model_folder(output / name, ranker.save, made, overwrite))
-    return saved
-
-
 def train_section(
     config: SearchConfig, run: RunDir, quiet: bool = False, overwrite: bool = False
 ) -> ReportSection:
@@ -419,7 +390,7 @@ def train_section(
         log = _run_log(run, fold_of[tuple(view.split.test)])
         return fold_rankers(config, view, dense, quiet, log)
 
-    checkpoints = FoldCheckpoints(run.path, _resumed_runs(config))
+    checkpoints = FoldCheckpoints(run.path, resumed_runs(config))
     rankings, results = cross_validate(config, training, folds, train_fold, quiet, checkpoints)
     scores = cross_validated(
         training.data.qrels,
@@ -431,7 +402,7 @@ def train_section(
     )
     final = final_training(config, training)
     rankers, chosen = fold_rankers(config, final, rankings["dense"], quiet, _run_log(run, "all"))
-    made = Provenance(config, run, data=_training_data(config, final))
+    made = Provenance(config, run, data=training_data_identity(config, final))
     replace = overwrite or bool(config.train.resume_from)  # others' folders: refused above
     saved = save_rankers(rankers, Path(config.train.output_dir), made, replace)
     log = engagement_judge(config.train.clicks, final, config.seed)[1]
@@ -456,12 +427,6 @@ def run_search_train(
     )
 
 
-def _resumed_runs(config: SearchConfig) -> list[Path]:
-    """The run ``train.resume_from`` continues and the runs that one continued; [] if none."""
-    resumed = config.train.resume_from
-    return resume_chain(resumed, key="train.resume_from") if resumed else []
-
-
 def _tagged(log: StepLog | None, **fields) -> StepLog | None:
     """``log`` with ``fields`` (which model, which setting) added to every row."""
     return None if log is None else lambda row: log({**fields, **row})
@@ -472,30 +437,6 @@ def _run_log(run: RunDir, fold: int | str) -> StepLog:
     return lambda row: run.log_step(
         row["step"], fold=fold, **{k: v for k, v in row.items() if k != "step"}
     )
-
-
-def _parents(ranker, output: Path) -> list[str]:
-    """What ``ranker`` was trained from: its base checkpoint and, for a student, the teachers
-    saved beside it in ``output``."""
-    if isinstance(ranker, StudentRanker):
-        teachers = [str(output / f"{name}_teacher") for name in ranker.teachers_]
-        return [ranker.network_.model_location(), *teachers]
-    if isinstance(ranker, LLMRelevanceTeacher):
-        return [ranker.model_location()[0]]
-    return [ranker.model_location()]
-
-
-def _training_data(config: SearchConfig, training: TrainingData) -> dict:
-    """What identifies the saved models' training data: the collection, the judged queries
-    that trained and chose settings, their qrels, and every query's dense candidates."""
-    queries = [*training.split.train, *training.split.dev]
-    qrels = {qid: training.data.qrels.get(qid, {}) for qid in queries}
-    return {
-        "collection": config.data.name,
-        "queries": queries,
-        "qrels": qrels,
-        "candidates": training.candidates,
-    }
 
 
 def _choose(candidates: list, options: list[dict], config, training, dense) -> tuple:
