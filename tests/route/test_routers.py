@@ -83,3 +83,20 @@ def test_best_constrained_ignores_routers_that_broke_a_limit_and_the_oracle_boun
     assert row["batch - best constrained"] == pytest.approx(0.02)
     assert row[ORACLE_MATCHED] == 0.95 and row["per-query paced capacity violations"] == 2
     assert best_constrained_per_query({"batch": score(0.8), "per-query": score(0.9, 1)}) is None
+
+
+def test_batch_solves_cut_short_by_their_time_limit_are_counted(knobs, monkeypatch):
+    from winnow.route import routers
+    from winnow.route.assign import assign_batch
+
+    test = traffic(4)
+    assert run_stream("batch", test, "random", knobs, CONFIG).solves_time_limited == 0
+
+    def hurried(*args, **options):  # asks for the optimum with no time to prove it
+        return assign_batch(*args, **{**options, "time_limit": 1e-9, "mip_rel_gap": 0.0})
+
+    monkeypatch.setattr(routers, "assign_batch", hurried)
+    score = run_stream("batch", test, "random", knobs, CONFIG)
+    batches = len(test.cost) // CONFIG.batch_size
+    assert 0 < score.solves_time_limited <= batches
+    assert score.batches_over_budget == 0 and score.capacity_violations == 0  # still feasible

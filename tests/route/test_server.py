@@ -330,12 +330,12 @@ def test_constant_quality_repeats_the_prior():
 def test_plan_window_orders_fallbacks_by_quality_and_defers_what_does_not_fit():
     quality = np.array([[0.9, 0.6, 0.6], [0.9, 0.6, 0.6], [0.9, 0.6, 0.6]])
     cost = np.array([[3.0, 2.0, 1.0]] * 3)
-    orders = plan_window(quality, cost, np.array([1, 3, 3]), budget=100.0)
+    orders = plan_window(quality, cost, np.array([1, 3, 3]), budget=100.0).orders
     assert sorted(order[0] for order in orders).count(0) == 1  # model 0 has one free slot
     for order in orders:
         assert sorted(order) == [0, 1, 2]
         assert [j for j in order if j != order[0]] == [j for j in (0, 2, 1) if j != order[0]]
-    assert plan_window(quality, cost, np.array([1, 3, 3]), budget=0.5) == [[], [], []]
+    assert plan_window(quality, cost, np.array([1, 3, 3]), budget=0.5).orders == [[], [], []]
 
 
 def test_plan_window_robust_plans_read_sigma():
@@ -348,8 +348,24 @@ def test_plan_window_robust_plans_read_sigma():
     budgeted = plan_window(
         quality, cost, capacity, 1.0, sigma=sigma, robust=Robustness(kind="budgeted", gamma=2)
     )
-    assert [o[0] for o in nominal] == [0, 0]
-    assert [o[0] for o in box] == [1, 1] and [o[0] for o in budgeted] == [1, 1]
+    assert [o[0] for o in nominal.orders] == [0, 0]
+    assert [o[0] for o in box.orders] == [1, 1] and [o[0] for o in budgeted.orders] == [1, 1]
+
+
+def test_a_plan_cut_short_by_the_window_is_counted_with_its_gap():
+    from winnow.route.proxy_metrics import ProxyCounts, request_metrics
+
+    rng = np.random.default_rng(0)
+    quality, cost = rng.uniform(size=(60, 4)), rng.uniform(0.1, 1.0, (60, 4))
+    hurried = plan_window(quality, cost, np.full(4, 20), 20.0, time_limit=1e-9, mip_rel_gap=0)
+    assert hurried.time_limit_hit and hurried.mip_gap > 0
+    assert all(order for order in hurried.orders)  # the best plan found is still used
+    counts = ProxyCounts()
+    counts.record_plan(False, 0.0)
+    counts.record_plan(hurried.time_limit_hit, hurried.mip_gap)
+    metrics = request_metrics(counts, 0, [0.01, 0.02])
+    assert metrics["plans"] == 2 and metrics["plans_time_limited"] == 1
+    assert metrics["plan_max_gap_time_limited"] == hurried.mip_gap
 
 
 def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():
@@ -358,7 +374,7 @@ def test_a_window_whose_budget_equals_a_plans_cost_answers_every_request():
     pico = np.array([[10**11, 0, 0], [0, 2 * 10**11, 0], [0, 0, 4 * 10**11]])
     quality = np.where(pico > 0, 0.9, 0.1)
     budget = pico_to_usd(int(np.trace(pico)))  # $0.7
-    orders = plan_window(quality, pico / 10**12, np.array([3, 3, 3]), budget)
+    orders = plan_window(quality, pico / 10**12, np.array([3, 3, 3]), budget).orders
     assert [order[0] for order in orders] == [0, 1, 2]  # nobody deferred, each on its best model
     spent = sum(pico[i, order[0]] for i, order in enumerate(orders))
     assert spent == usd_to_pico(budget, rounding="down")  # the ledger takes every reservation
@@ -664,6 +680,7 @@ def test_a_failing_upstream_is_rested_after_consecutive_failures(upstreams):
     assert flaky["breaker"] == "open" and metrics["requests"]["fallbacks"] == 3
     plan = metrics["requests"]["plan_ms"]  # one planned window per request here
     assert plan["windows"] == 6 and 0 < plan["p50"] <= plan["p99"]
+    assert metrics["requests"]["plans"] == 6 and metrics["requests"]["plans_time_limited"] == 0
 
 
 def test_server_timing_splits_a_requests_latency(upstreams):

@@ -15,7 +15,7 @@ from winnow.common.cli import (
     run_config_job,
     user_errors,
 )
-from winnow.route.solve import DEFAULT_TIME_LIMIT
+from winnow.route.assign import DEFAULT_TIME_LIMIT
 
 app = typer.Typer(
     help="Batch-level routing of LLM queries under cost, capacity and concurrency limits.",
@@ -57,6 +57,9 @@ def solve(
         DEFAULT_TIME_LIMIT,
         help="Seconds for the solver; at the limit the best plan is written with its gap.",
     ),
+    gap: float = typer.Option(
+        1e-4, "--gap", help="Relative optimality gap to prove (0: the optimum; default 1e-4)."
+    ),
 ) -> None:
     """Assign one batch of queries to models (exact MILP) and write one row per query.
 
@@ -67,7 +70,7 @@ def solve(
     try:
         with user_errors():
             summary = solve_batch_file(
-                batch, output, budget, capacity or [], defer, time_limit, drop_invalid
+                batch, output, budget, capacity or [], defer, time_limit, drop_invalid, gap
             )
     except KeyboardInterrupt:
         from winnow.common.interrupt import exit_now

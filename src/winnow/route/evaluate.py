@@ -26,6 +26,7 @@ class BatchOutcome:
     budget: float
     overspend: float
     capacity_excess: int
+    time_limited: bool = False  # its solve stopped at the time limit (best plan, proven gap)
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,19 @@ class StreamScore:
     overspend: float
     capacity_violations: int
     unanswered: int
+    solves_time_limited: int = 0
 
 
 def score_batch(
-    choice: np.ndarray, truth: np.ndarray, cost: np.ndarray, capacity: np.ndarray, budget: float
+    choice: np.ndarray,
+    truth: np.ndarray,
+    cost: np.ndarray,
+    capacity: np.ndarray,
+    budget: float,
+    time_limited: bool = False,
 ) -> BatchOutcome:
-    """Score ``choice: [n_b]`` against ``truth, cost: [n_b, m]``, ``capacity: [m]``, ``budget``."""
+    """Score ``choice: [n_b]`` against ``truth, cost: [n_b, m]``, ``capacity: [m]``, ``budget``;
+    ``time_limited`` says the router's solve stopped at its time limit."""
     answered = choice >= 0
     rows = np.flatnonzero(answered)
     picked = choice[answered]
@@ -56,6 +64,7 @@ def score_batch(
         budget=budget,
         overspend=max(0.0, spend - budget),
         capacity_excess=int(np.maximum(loads - capacity, 0).sum()),
+        time_limited=time_limited,
     )
 
 
@@ -71,4 +80,5 @@ def score_stream(outcomes: list[BatchOutcome], unanswered: int) -> StreamScore:
         overspend=float(sum(o.overspend for o in over)),
         capacity_violations=sum(o.capacity_excess for o in outcomes),
         unanswered=unanswered,
+        solves_time_limited=sum(o.time_limited for o in outcomes),
     )

@@ -27,6 +27,7 @@ from winnow.route.datasets import (
 from winnow.route.evaluate import BatchOutcome
 from winnow.route.routers import (
     ROUTERS,
+    SOLVE_SECONDS,
     Traffic,
     batch_versus_per_query,
     calibrate,
@@ -161,6 +162,7 @@ def route_eval_section(config: RouteEvalConfig, run: RunDir, quiet: bool = False
         }
         for r in rows
     ]
+    cut_short = sum(r["solves_time_limited"] for r in rows)
     markdown = (
         f"Test queries replayed in batches of {config.batch_size}; each model serves at most "
         f"{config.capacity_share:.0%} of a batch; quality estimated by "
@@ -171,7 +173,8 @@ def route_eval_section(config: RouteEvalConfig, run: RunDir, quiet: bool = False
         "stream (an upper bound, not a result); *paced* updates lam after each batch from the "
         "spend so far; *clipped* stops answering when a batch's money runs out; *constrained* "
         "honours the batch budget and capacities in arrival order, falling back to the best "
-        "model that still fits. Unanswered queries count as wrong.\n\n"
+        "model that still fits. Unanswered queries count as wrong. Batch solves stopped at "
+        f"their {SOLVE_SECONDS:g} s time limit (their best plan used): {cut_short}.\n\n"
         f"![accuracy vs budget](plots/{plot.name})\n\n"
         f"![spend per batch](plots/{spend_plot.name})\n\n"
         f"Calibration of `{config.estimator.kind}` on the test queries (mean Brier "
@@ -185,7 +188,12 @@ def route_eval_section(config: RouteEvalConfig, run: RunDir, quiet: bool = False
         + markdown_table(table, digits=4)
         + "\n</details>\n"
     )
-    summary = {"rows": rows, "batch_vs_per_query": gains, "calibration": calibration}
+    summary = {
+        "rows": rows,
+        "batch_vs_per_query": gains,
+        "calibration": calibration,
+        "solves_time_limited": cut_short,
+    }
     return ReportSection(markdown, summary)
 
 

@@ -102,7 +102,7 @@ from winnow.route.proxy_answers import (
 from winnow.route.proxy_config import ProxyConfig, QualityModel
 from winnow.route.proxy_metrics import ProxyCounts, model_metrics, request_metrics
 from winnow.route.upstream import Failure, Reply, post_chat
-from winnow.route.window_plan import check_quality, plan_window, warm_up
+from winnow.route.window_plan import WindowPlan, check_quality, plan_window, warm_up
 
 fastapi = require("fastapi", "serve")
 aiohttp = require("aiohttp", "serve")
@@ -325,7 +325,7 @@ class RoutingProxy:
         cost = np.array([p.costs for p in routed], dtype=float) / PICODOLLARS_PER_USD
         prompts = [p.request.prompt for p in routed]
 
-        def plan() -> list[list[int]]:
+        def plan() -> WindowPlan:
             p_hat, sigma = self.quality_model.predict(prompts)
             quality = check_quality(p_hat, len(routed), len(self.names))
             budget = pico_to_usd(max(0, money))
@@ -334,7 +334,9 @@ class RoutingProxy:
                 np.asarray(sigma, dtype=float), self.config.robust, self.config.plan_mip_gap,
             )  # fmt: skip
 
-        return await asyncio.to_thread(plan)
+        planned = await asyncio.to_thread(plan)
+        self.counts.record_plan(planned.time_limit_hit, planned.mip_gap)
+        return planned.orders
 
     def _place(self, pending: _Pending) -> None:
         claim = self._claim(pending)

@@ -30,6 +30,16 @@ class ProxyCounts:
     disconnected: int = 0
     queue_full: int = 0
     requeued: int = 0
+    plans: int = 0
+    plans_time_limited: int = 0  # stopped at the window's time limit, best plan used
+    plan_max_gap: float = 0.0  # largest proven gap among those
+
+    def record_plan(self, time_limit_hit: bool, mip_gap: float) -> None:
+        """Count a window's plan; one cut short by its time limit also keeps its gap."""
+        self.plans += 1
+        if time_limit_hit:
+            self.plans_time_limited += 1
+            self.plan_max_gap = max(self.plan_max_gap, mip_gap)
 
 
 def request_metrics(counts: ProxyCounts, waiting: int, plan_seconds) -> dict[str, Any]:
@@ -46,6 +56,9 @@ def request_metrics(counts: ProxyCounts, waiting: int, plan_seconds) -> dict[str
         "requeued_for_next_window": counts.requeued,
         "waiting": waiting,
         "plan_ms": percentiles_ms(plan_seconds),
+        "plans": counts.plans,
+        "plans_time_limited": counts.plans_time_limited,
+        "plan_max_gap_time_limited": counts.plan_max_gap,
     }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from winnow.route.assign import (
     _DEFAULT_GAP,
+    DEFAULT_TIME_LIMIT,
     Assignment,
     _as_matrix,
     _assign,
@@ -67,7 +68,7 @@ def assign_budgeted_robust(
     gamma: float,
     *,
     defer_infeasible: bool = False,
-    time_limit: float | None = None,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
     mip_rel_gap: float = _DEFAULT_GAP,
 ) -> Assignment:
     """Assign a batch to maximise quality when at most ``gamma`` queries take their worst case.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from winnow.route.assign import assign_batch
+from winnow.route.assign import Assignment, assign_batch
 from winnow.route.baselines import (
     best_single_model,
     calibrate_lambda,
@@ -86,8 +86,10 @@ class Knobs:
     lam_oracle: float = float("nan")  # matched to the test stream's batch spend: an upper bound
 
 
-BatchRouter = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
-"""``(rows, capacity [m], budget) -> [len(rows)]`` model per query, -1 = unanswered."""
+BatchRouter = Callable[[np.ndarray, np.ndarray, float], np.ndarray | Assignment]
+"""``(rows, capacity [m], budget) -> [len(rows)]`` model per query, -1 = unanswered; routers
+that solve the batch return the :class:`Assignment` (which says whether the solve was cut
+short by its time limit)."""
 
 
 def _stateless(route: Callable) -> Callable[[Traffic, Knobs], BatchRouter]:
@@ -96,10 +98,10 @@ def _stateless(route: Callable) -> Callable[[Traffic, Knobs], BatchRouter]:
     return lambda t, k: lambda rows, cap, budget: route(t, rows, cap, budget, k)
 
 
-def _milp(quality, t: Traffic, rows, capacity, budget) -> np.ndarray:
+def _milp(quality, t: Traffic, rows, capacity, budget) -> Assignment:
     return assign_batch(
         quality, t.cost[rows], capacity, budget, defer_infeasible=True, time_limit=SOLVE_SECONDS
-    ).choice
+    )
 
 
 def _paced(t: Traffic, k: Knobs) -> BatchRouter:
@@ -127,17 +129,15 @@ ROUTERS: dict[str, Callable[[Traffic, Knobs], BatchRouter]] = {
         )
     ),
     "batch robust (budgeted)": _stateless(
-        lambda t, rows, cap, budget, k: (
-            assign_budgeted_robust(
-                t.p_hat[rows],
-                t.sigma[rows],
-                t.cost[rows],
-                cap,
-                budget,
-                k.gamma,
-                defer_infeasible=True,
-                time_limit=SOLVE_SECONDS,
-            ).choice
+        lambda t, rows, cap, budget, k: assign_budgeted_robust(
+            t.p_hat[rows],
+            t.sigma[rows],
+            t.cost[rows],
+            cap,
+            budget,
+            k.gamma,
+            defer_infeasible=True,
+            time_limit=SOLVE_SECONDS,
         )
     ),
     "per-query": _stateless(
@@ -264,11 +264,13 @@ def replay_stream(
     for rows in batches:
         capacity = np.full(m, max(1, int(np.ceil(config.capacity_share * len(rows)))))
         budget = knobs.budget_per_query * len(rows)
-        choice = route(rows, capacity, budget)
+        routed = route(rows, capacity, budget)
+        solved = isinstance(routed, Assignment)
+        choice = routed.choice if solved else routed
         unanswered += int((choice < 0).sum())
-        outcomes.append(
-            score_batch(choice, traffic.truth[rows], traffic.cost[rows], capacity, budget)
-        )
+        limited = solved and routed.time_limit_hit
+        truth, cost = traffic.truth[rows], traffic.cost[rows]
+        outcomes.append(score_batch(choice, truth, cost, capacity, budget, limited))
     return outcomes, unanswered
 
 

@@ -11,15 +11,11 @@ import numpy as np
 from winnow.common.inputs import read_table
 from winnow.common.interrupt import call_interruptibly
 from winnow.common.runs import atomic_path
-from winnow.route.assign import Assignment, assign_batch
+from winnow.route.assign import DEFAULT_TIME_LIMIT, Assignment, assign_batch
 from winnow.route.datasets import COST_SUFFIX, RoutingData, table_to_routing_data
 from winnow.route.exceptions import InfeasibleBatchError, RouteInputError
 
-__all__ = ["DEFAULT_TIME_LIMIT", "parse_capacities", "read_batch", "solve_batch_file"]
-
-DEFAULT_TIME_LIMIT = 60.0
-"""Seconds ``winnow route solve`` gives the solver by default: a 1,000 x 11 batch usually takes
-under 2 s, and a hard correlated one then returns its best plan with the gap it proved."""
+__all__ = ["parse_capacities", "read_batch", "solve_batch_file"]
 
 
 def parse_capacities(items: Sequence[str], models: Sequence[str]) -> np.ndarray | None:
@@ -94,6 +90,7 @@ def solve_batch_file(
     defer: bool,
     time_limit: float = DEFAULT_TIME_LIMIT,
     drop_invalid: bool = False,
+    gap: float = 1e-4,
 ) -> str:
     """Solve the batch in ``batch`` and write ``output`` (CSV: id, model, quality, cost).
 
@@ -104,6 +101,8 @@ def solve_batch_file(
 
     if not (np.isfinite(time_limit) and time_limit > 0):
         raise RouteInputError(f"--time-limit must be seconds > 0; got {time_limit}")
+    if not (np.isfinite(gap) and 0 <= gap < 1):
+        raise RouteInputError(f"--gap must be a relative gap in [0, 1); got {gap}")
     if budget is not None and not (np.isfinite(budget) and budget >= 0):
         raise RouteInputError(
             f"--budget must be USD >= 0 (leave it out for no limit); got {budget}"
@@ -113,8 +112,9 @@ def solve_batch_file(
 
     def solve() -> Assignment:
         return assign_batch(
-            data.quality, data.cost, limits, budget, defer_infeasible=defer, time_limit=time_limit
-        )
+            data.quality, data.cost, limits, budget, defer_infeasible=defer,
+            time_limit=time_limit, mip_rel_gap=gap,
+        )  # fmt: skip
 
     try:
         result = call_interruptibly(solve)
@@ -143,7 +143,7 @@ def solve_batch_file(
 
 
 def _status(result: Assignment, time_limit: float) -> str:
-    if result.optimal:
+    if not result.time_limit_hit:
         return f"optimal (proven gap {result.mip_gap:.2g}) in {result.solve_seconds:.2f} s"
     return (
         f"stopped at the {time_limit:g} s time limit with proven gap {result.mip_gap:.2g} "

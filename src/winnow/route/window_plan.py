@@ -8,17 +8,28 @@ httpx.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
-from winnow.route.assign import assign_batch
+from winnow.route.assign import DEFAULT_TIME_LIMIT, assign_batch
 from winnow.route.exceptions import RouteInputError
 from winnow.route.proxy_config import Robustness
 from winnow.route.robust import assign_budgeted_robust, robust_box
 
-__all__ = ["check_quality", "plan_window", "warm_up"]
+__all__ = ["WindowPlan", "check_quality", "plan_window", "warm_up"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """One window's plan: each request's model order, and how its solve ended (a plan cut
+    short by the window's time limit is still feasible; ``mip_gap`` is what is proven)."""
+
+    orders: list[list[int]]
+    time_limit_hit: bool
+    mip_gap: float
 
 
 def plan_window(
@@ -26,11 +37,11 @@ def plan_window(
     cost: np.ndarray,
     capacity: np.ndarray,
     budget: float,
-    time_limit: float | None = None,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
     sigma: np.ndarray | None = None,
     robust: Robustness | None = None,
     mip_rel_gap: float = 1e-2,
-) -> list[list[int]]:
+) -> WindowPlan:
     """Each request's model order for one window: its assigned model, then fallbacks.
 
     Parameters
@@ -56,9 +67,10 @@ def plan_window(
 
     Returns
     -------
-    list of n lists of model indices
-        The assigned model first, then the others by quality (higher first, cheaper first on
-        ties); an empty list for a request the assignment defers.
+    WindowPlan
+        ``orders``: per request the assigned model first, then the others by quality (higher
+        first, cheaper first on ties), an empty list for a request the assignment defers; and
+        whether the solve stopped at ``time_limit``, with its proven gap.
     """
     options = {"defer_infeasible": True, "time_limit": time_limit, "mip_rel_gap": mip_rel_gap}
     kind = "none" if robust is None or sigma is None else robust.kind
@@ -76,7 +88,7 @@ def plan_window(
             continue
         ranked = np.lexsort((cost[i], -quality[i]))
         orders.append([int(choice), *(int(j) for j in ranked if j != choice)])
-    return orders
+    return WindowPlan(orders, assignment.time_limit_hit, assignment.mip_gap)
 
 
 def check_quality(p_hat: np.ndarray, n: int, m: int) -> np.ndarray:
