@@ -26,18 +26,43 @@ cheapest assignment, :func:`assign_batch` with ``defer_infeasible=True`` against
 textbook formulation at the same gap (1e-5). Each of ``--small-batches`` batches is solved once
 by each; the summary gives the median and mean per call.
 
-    .venv/bin/python benchmarks/route/bench_solve.py [--seeds 5] [--small-batches 200] [--quick]
+Hard instances (``hard`` in the JSON; built by ``solve_instances.py``, whose docstring gives the
+recipes): the batches users send, where HiGHS can take minutes. Family ``predicted_<estimator>_
+<data set>`` takes the kNN, logistic and matrix-factorisation estimates of the RouterBench (11
+models) and RouteLLM (2 models, costs from text length) test queries with their costs, resampled
+to 50, 1,000 and 10,000 queries, at budget levels 0.1-0.9 (of the way from the cheapest to the
+best-predicted assignment) and capacity shares 25%, 50% and 100% per model; ``knapsack_like``
+takes RouterBench costs with quality rising in the log of the cost, capacity 25%, the same
+levels, and the absolute budget $0.8437 at 1,000 queries, seed 0. Each is solved once by
+:func:`assign_batch` with ``defer_infeasible=True`` and ``time_limit=--time-limit`` (10 s), one
+thread; a solve hits the limit when it takes >= 95% of it or is not proven optimal. ``hard``
+holds every row, and per (family, n) and overall the count, p50/p95/max ms, the largest proven
+gap and the time-limit hits. The summary adds ``hard_max_ms_1000x11``, ``hard_max_ms_10000x11``,
+``hard_p95_ms_1000x11`` (over every instance of that many queries, whatever its model count),
+``hard_max_gap`` and ``hard_time_limit_hits`` (over all hard instances).
 
-Writes benchmarks/results/route_solve.json.
+    .venv/bin/python benchmarks/route/bench_solve.py [--seeds 5] [--small-batches 200] [--quick]
+        [--only easy|hard] [--hard-sizes 50 1000 10000] [--time-limit 10] [--out PATH]
+
+Writes benchmarks/results/route_solve.json (``--out`` elsewhere; ``--quick`` to a temp dir).
+``--only`` runs one part and merges it into the file already at the output path, keeping the
+other part's figures. Results are written after every hard solve, so a run cut short keeps
+what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import itertools
 import json
 import os
 import platform
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +72,23 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from threadpoolctl import threadpool_limits
 
 from winnow.common.progress import track_progress
+from winnow.common.report import markdown_table
 from winnow.common.runs import atomic_write_text
 from winnow.route.assign import assign_batch, check_assignment
 from winnow.route.robust import assign_budgeted_robust
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solve_instances import (  # benchmarks are scripts, not a package
+    DATASETS,
+    ESTIMATORS,
+    LEVELS,
+    SHARES,
+    SIZES,
+    SLOW_BUDGET,
+    knapsack_instances,
+    labels,
+    predicted_instances,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "route_solve.json"
 MODELS = 11
@@ -207,50 +246,194 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+def hard_instances(sizes, seeds, quick: bool) -> tuple[int, Iterator[dict]]:
+    """(how many, the instances): knapsack-like first, then every estimator and data set."""
+    estimators, datasets = (("knn",), ("routerbench",)) if quick else (ESTIMATORS, DATASETS)
+    levels, shares = ((0.5,), (0.25,)) if quick else (LEVELS, SHARES)
+    slow = SLOW_BUDGET[0] in sizes and SLOW_BUDGET[1] in seeds
+    count = (
+        len(sizes) * len(seeds) * len(levels) * (1 + len(estimators) * len(datasets) * len(shares))
+    )
+    instances = itertools.chain(
+        knapsack_instances(sizes, levels, seeds),
+        predicted_instances(estimators, datasets, sizes, levels, shares, seeds),
+    )
+    return count + int(slow), instances
+
+
+def solve_hard(instance: dict, time_limit: float) -> dict:
+    """One timed solve: wall ms, proven gap, and whether the time limit cut it short."""
+    args = [instance[key] for key in ("quality", "cost", "capacity", "budget")]
+    started = time.perf_counter()
+    result = assign_batch(*args, defer_infeasible=True, time_limit=time_limit)
+    seconds = time.perf_counter() - started
+    assert not check_assignment(result.choice, *args[1:]), f"broke a constraint: {labels(instance)}"
+    return {
+        **labels(instance),
+        "ms": 1000 * seconds,
+        "mip_gap": result.mip_gap,
+        "optimal": result.optimal,
+        "time_limit_hit": seconds >= 0.95 * time_limit or not result.optimal,
+        "deferred": int(result.deferred.size),
+        "objective": result.objective,
+        "bound": result.bound,
+    }
+
+
+def describe(rows: list[dict]) -> dict:
+    ms = [row["ms"] for row in rows]
+    return {
+        "count": len(rows),
+        "p50_ms": float(np.median(ms)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "max_ms": float(np.max(ms)),
+        "max_gap": float(max(row["mip_gap"] for row in rows)),
+        "time_limit_hits": sum(row["time_limit_hit"] for row in rows),
+    }
+
+
+def summarise_hard(rows: list[dict]) -> tuple[dict, list[dict], list[dict]]:
+    """(summary keys, one row per family and n, overall rows per n and for all)."""
+    keys = sorted({(row["family"], row["n"]) for row in rows})
+    families = []
+    for family, n in keys:
+        group = [row for row in rows if (row["family"], row["n"]) == (family, n)]
+        families.append({"family": family, "n": n, "m": group[0]["m"], **describe(group)})
+    sizes = sorted({row["n"] for row in rows})
+    overall = [
+        {"family": "all", "n": n, **describe([r for r in rows if r["n"] == n])} for n in sizes
+    ]
+    overall.append({"family": "all", "n": "all", **describe(rows)})
+    by_size = {row["n"]: row for row in overall}
+    summary = {
+        "hard_max_ms_1000x11": by_size.get(1000, {}).get("max_ms"),
+        "hard_max_ms_10000x11": by_size.get(10000, {}).get("max_ms"),
+        "hard_p95_ms_1000x11": by_size.get(1000, {}).get("p95_ms"),
+        "hard_max_gap": overall[-1]["max_gap"],
+        "hard_time_limit_hits": overall[-1]["time_limit_hits"],
+    }
+    return summary, families, overall
+
+
+def solver_files() -> dict:
+    """SHA-256 (12 hex digits) of the solver's modules, so a result names the code it timed."""
+    folder = Path(inspect.getfile(assign_batch)).parent
+    return {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()[:12]
+        for name in ("assign.py", "cores.py", "relaxation.py")
+    }
+
+
+def hard_section(rows: list[dict], config: dict) -> tuple[dict, dict]:
+    """``{"hard": section}`` for the JSON, and the summary keys."""
+    summary, families, overall = summarise_hard(rows)
+    slowest = sorted(rows, key=lambda row: -row["ms"])[:10]
+    section = {"config": config, "families": families, "overall": overall, "slowest": slowest}
+    return {"hard": {**section, "rows": rows}}, summary
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cores": os.cpu_count(),
+        "threads": 1,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def run_easy(args) -> tuple[dict, dict]:
+    """(config and rows, summary keys) of the easy instances and the small batches."""
+    seeds = 2 if args.quick else args.seeds or 5
+    sizes = [1000] if args.quick else args.sizes
+    rows = []
+    with track_progress("route solve", total=seeds * len(sizes)) as bar:
+        for n in sizes:
+            for seed in range(seeds):
+                rows.append(measure(n, seed, naive=n <= 1000 and not args.quick))
+                bar.advance(1, n=n, milp_ms=rows[-1]["milp"]["ms"])
+    small = measure_small(50 if args.quick else args.small_batches)
+    config = {
+        "models": MODELS,
+        "sizes": sizes,
+        "seeds": seeds,
+        "capacity_share": 0.25,
+        "budget_position": 0.4,
+        "gamma": GAMMA,
+        "repeats": "3 at n <= 1000, else 1; fastest run per seed, median over seeds",
+        "small_batches": 50 if args.quick else args.small_batches,
+    }
+    return {"config": config, "rows": rows}, {**summarise(rows), **small}
+
+
+def run_hard(args, merge) -> None:
+    """Solve every hard instance once; ``merge(section, summary)`` after each solve."""
+    seeds = range(1 if args.quick else args.seeds or 2)
+    sizes = [50, 1000] if args.quick else args.hard_sizes
+    config = {
+        "time_limit_s": args.time_limit,
+        "sizes": sizes,
+        "seeds": len(seeds),
+        "budget_levels": [0.5] if args.quick else list(LEVELS),
+        "capacity_shares": [0.25] if args.quick else list(SHARES),
+        "estimators": ["knn"] if args.quick else list(ESTIMATORS),
+        "datasets": ["routerbench"] if args.quick else list(DATASETS),
+        "slow_budget": {"n": SLOW_BUDGET[0], "seed": SLOW_BUDGET[1], "usd": SLOW_BUDGET[2]},
+        "time_limit_hit": "solve took >= 95% of the time limit, or is not proven optimal",
+        "mip_rel_gap": inspect.signature(assign_batch).parameters["mip_rel_gap"].default,
+        "solver_sha256": solver_files(),
+        "notes": args.note,
+    }
+    total, instances = hard_instances(sizes, seeds, args.quick)
+    rows = []
+    with track_progress("route solve hard", total=total) as bar:
+        for instance in instances:
+            rows.append(solve_hard(instance, args.time_limit))
+            merge(*hard_section(rows, config))
+            bar.advance(1, family=instance["family"], n=instance["n"], ms=rows[-1]["ms"])
+    _, families, overall = summarise_hard(rows)
+    print(markdown_table(families + overall))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--seeds", type=int, help="seeds per size (default: easy 5, hard 2)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="easy")
+    parser.add_argument("--hard-sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--small-batches", type=int, default=200, help="50 x 11 batches timed")
-    parser.add_argument("--quick", action="store_true", help="2 seeds of 1,000 queries, no naive")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per hard solve")
+    parser.add_argument(
+        "--only", choices=("easy", "hard"), help="run one part, merged into the file at --out"
+    )
+    parser.add_argument("--out", type=Path, help=f"default {RESULTS}; --quick: a temp dir")
+    parser.add_argument("--note", default="", help="recorded in the hard section's config")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 easy seeds of 1,000 queries, 4 hard instances"
+    )
     args = parser.parse_args()
-    seeds, sizes = (2, [1000]) if args.quick else (args.seeds, args.sizes)
-    rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench_solve_")) / RESULTS.name if args.quick else None
+    out = args.out or scratch or RESULTS
+    payload = {}
+    if args.only and out.exists():  # keep the other part's figures
+        payload = json.loads(out.read_text())
+    payload.update({"benchmark": "route_solve", "machine": machine()})
+    payload.setdefault("summary", {})
+
+    def merge(section: dict, summary: dict) -> None:
+        payload.update(section)
+        payload["summary"].update(summary)
+        atomic_write_text(out, json.dumps(payload, indent=2) + "\n")
+
     with threadpool_limits(1):
         winnow("milp", instance(200, 99))  # warm-up: imports and first HiGHS calls
-        with track_progress("route solve", total=seeds * len(sizes)) as bar:
-            for n in sizes:
-                for seed in range(seeds):
-                    rows.append(measure(n, seed, naive=n <= 1000 and not args.quick))
-                    bar.advance(1, n=n, milp_ms=rows[-1]["milp"]["ms"])
-        small = measure_small(50 if args.quick else args.small_batches)
-    summary = {**summarise(rows), **small}
-    payload = {
-        "benchmark": "route_solve",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cores": os.cpu_count(),
-            "threads": 1,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
-        "config": {
-            "models": MODELS,
-            "sizes": sizes,
-            "seeds": seeds,
-            "capacity_share": 0.25,
-            "budget_position": 0.4,
-            "gamma": GAMMA,
-            "repeats": "3 at n <= 1000, else 1; fastest run per seed, median over seeds",
-            "small_batches": 50 if args.quick else args.small_batches,
-        },
-        "rows": rows,
-        "summary": summary,
-    }
-    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+        if args.only != "hard":
+            merge(*run_easy(args))
+        if args.only != "easy":
+            run_hard(args, merge)
+    print(json.dumps(payload["summary"], indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
