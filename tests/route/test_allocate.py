@@ -39,6 +39,7 @@ def test_matches_exhaustive_search_over_instance_counts():
     assert plan.planned_quality == pytest.approx(best, abs=1e-6)
     assert plan.gpus_used <= total
     assert routing_value(quality, slots * plan.instances) == pytest.approx(best, abs=1e-6)
+    assert not plan.time_limit_hit and 0 <= plan.mip_gap <= 1e-4  # finished, with its gap
 
 
 def test_budget_row_is_respected():

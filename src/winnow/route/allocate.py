@@ -36,12 +36,15 @@ __all__ = ["Allocation", "allocate_instances", "proportional_allocation"]
 
 @dataclass(frozen=True)
 class Allocation:
-    """Instance counts per model and what they cost and bring on the planning sample."""
+    """Instance counts per model and what they cost and bring on the planning sample;
+    ``time_limit_hit``: the MILP stopped at its time limit, ``mip_gap`` is what it proved."""
 
     instances: np.ndarray
     gpus_used: int
     planned_quality: float
     method: str
+    mip_gap: float = 0.0
+    time_limit_hit: bool = False
 
 
 def allocate_instances(
@@ -127,7 +130,9 @@ def allocate_instances(
     if result.x is None:
         raise RouteInputError(f"instance allocation found no solution: {result.message}")
     instances = np.round(result.x[n_x + n_total :]).astype(int)
-    return Allocation(instances, int(gpus @ instances), float(-result.fun), "milp")
+    gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+    stopped = result.status == 1  # scipy: an iteration or time limit was reached
+    return Allocation(instances, int(gpus @ instances), float(-result.fun), "milp", gap, stopped)
 
 
 def proportional_allocation(
