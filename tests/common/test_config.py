@@ -119,3 +119,20 @@ def test_redact_hides_strings_under_secret_names_at_any_depth():
         "max_tokens": 5,
     }
     assert redact("sk-1", secret=True) == "***" and redact(3, secret=True) == 3
+
+
+class PairConfig(Config):
+    big: TrainerConfig = TrainerConfig(lr=0.5, steps=9)
+    small: TrainerConfig | None = TrainerConfig(lr=0.1)
+    made: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def test_a_partly_set_sub_config_keeps_the_rest_of_its_own_default(tmp_path):
+    config = load_config(PairConfig, None, ["big.steps=2", "small.steps=4"])
+    assert (config.big.lr, config.big.steps) == (0.5, 2)  # not the class default lr
+    assert (config.small.lr, config.small.steps) == (0.1, 4)
+    path = tmp_path / "c.yaml"
+    path.write_text("big: {steps: 3}\nsmall: null\nmade: {steps: 5}\n")
+    config = load_config(PairConfig, path)
+    assert (config.big.lr, config.big.steps) == (0.5, 3) and config.small is None
+    assert config.made == TrainerConfig(steps=5)

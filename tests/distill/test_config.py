@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typing
-
 import pytest
 
 from winnow.common.config import load_config
@@ -12,8 +10,14 @@ from winnow.distill.config import SftConfig, TaskConfig, TrainConfig
 from winnow.distill.tasks import TASKS, build_task
 
 
-def test_task_names_are_the_registered_tasks():
-    assert set(typing.get_args(TaskConfig.model_fields["name"].annotation)) == set(TASKS)
+def test_task_names_are_the_registered_tasks_or_import_paths():
+    for name in TASKS:
+        assert load_config(TaskConfig, {"name": name, "path": "x.jsonl"}).name == name
+    assert load_config(TaskConfig, {"name": "my_tasks:Multiplication"}).name.endswith("tion")
+    with pytest.raises(ConfigError, match="neither a registered task"):
+        load_config(TaskConfig, {"name": "subtraction"})
+    with pytest.raises(ConfigError, match=r"task\.params go to your own task class"):
+        load_config(TaskConfig, {"name": "addition", "params": {"digits": [2]}})
 
 
 def test_math_task_config_builds_the_math_task(tmp_path):

@@ -64,9 +64,37 @@ def load_config(
         origin += " with --set overrides"
     overridden = {item.partition("=")[0].strip() for item in overrides}
     try:
-        return model.model_validate(data)
+        return model.model_validate(_complete_from_defaults(model, data))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, model, origin, overridden)) from None
+
+
+def _complete_from_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each partly given sub-config completed from that field's own default.
+
+    Pydantic builds ``teacher: {steps: 200}`` from the field's class defaults, so
+    ``--set teacher.steps=200`` would silently swap the default teacher's architecture for the
+    class's smaller one; here the given keys are laid over the field's default value instead.
+    """
+    result = dict(data)
+    for name, field in model.model_fields.items():
+        given = result.get(name)
+        if not isinstance(given, dict) or field.default_factory is not None:
+            continue
+        default = field.default
+        if isinstance(default, BaseModel):
+            result[name] = _deep_merge(default.model_dump(), given)
+    return result
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

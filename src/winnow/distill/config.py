@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,8 @@ from winnow.common.config import Config
 from winnow.distill.divergence import DivergenceKind
 from winnow.distill.models import TinyModelConfig, load_model
 from winnow.distill.pacing import KLSchedule
+from winnow.distill.tasks.jsonl import VERIFIERS
+from winnow.distill.tasks.registry import TASKS, is_import_path
 from winnow.distill.tokens import SelectorConfig
 
 __all__ = [
@@ -50,23 +52,45 @@ class ModelRef(Config):
 
 
 class TaskConfig(Config):
-    """The verifiable task: synthetic addition (CPU) or math word problems from JSONL."""
+    """The verifiable task: a registered one (synthetic addition on CPU, math answers from
+    JSONL), your own class by import path, or your JSONL file with a verifier (``kind: jsonl``).
+    """
 
-    name: Literal["addition", "math_answers", "verbose_addition"] = "addition"
+    kind: Literal["named", "jsonl"] = Field(
+        "named",
+        description="named: task.name; jsonl: problems of task.path checked by task.verifier",
+    )
+    name: str = Field(
+        "addition",
+        description="a registered task (addition, math_answers, verbose_addition) or your task "
+        "class as 'package.module:Class' or 'path/to/file.py:Class'",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of your task class (import-path names only)",
+    )
     digits: list[int] = Field(
         default_factory=lambda: [3],
         min_length=1,
         description="addition: operand digit counts in the pool (difficulty buckets)",
     )
-    path: str | None = Field(None, description="math: JSONL file with 'problem' and 'answer'")
+    path: str | None = Field(None, description="math_answers and jsonl: the JSONL file of problems")
+    prompt_field: str = Field("prompt", description="jsonl: the field holding the prompt")
+    answer_field: str = Field("answer", description="jsonl: the field holding the reference")
+    verifier: str = Field(
+        "exact",
+        description="jsonl: exact, numeric, math_verify, regex (with task.pattern), or your "
+        "function 'package.module:function' called as f(prompt, response, reference)",
+    )
+    pattern: str | None = Field(None, description="jsonl, verifier regex: the expression")
     carry: bool = Field(True, description="addition: False drops every carry from the answers")
     reverse_answer: bool = Field(
         True, description="addition: answers least-significant digit first (tiny models learn it)"
     )
-    chat: bool = Field(
-        False,
+    chat: bool | None = Field(
+        None,
         description="send each prompt as a user message through the tokenizer's chat template "
-        "(instruct models)",
+        "(instruct models); null = yes for jsonl tasks whose tokenizer has one, else no",
     )
     pad_operands: bool = Field(
         False,
@@ -83,12 +107,42 @@ class TaskConfig(Config):
 
     @model_validator(mode="after")
     def _math_needs_a_file(self):
-        if self.name == "math_answers" and not self.path:
-            raise ValueError("task 'math_answers' reads problems from a JSONL file; set task.path")
+        if (self.name == "math_answers" or self.kind == "jsonl") and not self.path:
+            raise ValueError(f"task {self.label!r} reads problems from a JSONL file; set task.path")
         return self
 
+    @model_validator(mode="after")
+    def _known_name_and_params(self):
+        own = is_import_path(self.name)
+        if self.kind == "named" and not own and self.name not in TASKS:
+            raise ValueError(
+                f"task.name {self.name!r} is neither a registered task ({', '.join(TASKS)}) nor "
+                "an import path; fix: pick a registered task, or name your task class as "
+                "'package.module:Class' or 'path/to/file.py:Class'"
+            )
+        if self.params and (self.kind == "jsonl" or not own):
+            raise ValueError(
+                "task.params go to your own task class (task.name 'module:Class'); for the "
+                "registered tasks and jsonl set the task.* fields instead"
+            )
+        if self.kind == "jsonl" and not (
+            self.verifier in VERIFIERS or is_import_path(self.verifier)
+        ):
+            raise ValueError(
+                f"task.verifier {self.verifier!r} is not one of {', '.join(VERIFIERS)}; fix: pick "
+                "one of those, or name your function as 'package.module:function'"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The task as reports name it."""
+        return f"jsonl {Path(self.path).name}" if self.kind == "jsonl" and self.path else self.name
+
     def build_kwargs(self) -> dict:
-        """Keyword arguments for :func:`winnow.distill.tasks.build_task`."""
+        """Keyword arguments for :func:`winnow.distill.tasks.build_task` (named tasks)."""
+        if is_import_path(self.name):
+            return dict(self.params)
         if self.name == "math_answers":
             return {"path": self.path}
         if self.name == "verbose_addition":
@@ -158,6 +212,21 @@ class GrpoConfig(Config):
         description="optimizer updates on each rollout batch (TRL's num_iterations); from the "
         "second on, the ratio to the sampling policy moves and the clip acts",
     )
+    reward: str | None = Field(
+        None,
+        description="your reward function 'package.module:function' or 'path/to/file.py:"
+        "function', called as f(prompt, response, reference) -> float; null = the task's "
+        "verifier (ACE and pacing read 1 as correct)",
+    )
+
+    @model_validator(mode="after")
+    def _reward_is_an_import_path(self):
+        if self.reward is not None and ":" not in self.reward:
+            raise ValueError(
+                f"grpo.reward {self.reward!r} is not an import path; fix: write it as "
+                "'package.module:function' or 'path/to/file.py:function'"
+            )
+        return self
 
 
 class PacingConfig(Config):

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks import Problem, Task
-from winnow.distill.tasks.base import answer_text
+from winnow.distill.tasks.base import answer_text, reward_of
 
 __all__ = [
     "EvalResult",
@@ -56,7 +56,7 @@ def evaluate_greedy(
         )
         lengths += batch.response_lengths().tolist()
         for problem, response in zip(chunk, batch.responses, strict=True):
-            ok = task.verify(problem, response)
+            ok = reward_of(task, problem, response) >= 1.0
             correct.append(ok)
             buckets[problem.difficulty].append(ok)
     count = len(correct)
@@ -112,7 +112,7 @@ def sample_answers(
         hits = torch.zeros(len(chunk), dtype=torch.long)
         answers: list[set[str]] = [set() for _ in chunk]
         for i, response in zip(batch.problem_index.tolist(), batch.responses, strict=True):
-            hits[i] += task.verify(chunk[i], response)
+            hits[i] += reward_of(task, chunk[i], response) >= 1.0
             answers[i].add(answer_text(response))
         correct.append(hits)
         distinct.append(torch.tensor([len(a) for a in answers], dtype=torch.long))

@@ -30,12 +30,25 @@ __all__ = [
 
 
 def configured_task(config: TaskConfig, tokenizer=None):
-    """The configured task; with ``config.chat``, its prompts rendered by ``tokenizer``."""
-    from winnow.distill.tasks import build_task
+    """The configured task: registered, your class by import path, or a JSONL file with its
+    verifier; its prompts rendered by ``tokenizer``'s chat template when ``config.chat`` (left
+    null: for a JSONL task whose tokenizer has a template)."""
+    from winnow.distill.tasks import JsonlTask, build_task, load_reward
     from winnow.distill.tasks.chat import ChatTask
+    from winnow.distill.tasks.registry import is_import_path
 
-    task = build_task(config.name, **config.build_kwargs())
-    return ChatTask(task, tokenizer) if config.chat else task
+    if config.kind == "jsonl":
+        verifier = config.verifier
+        if is_import_path(verifier):
+            verifier = load_reward(verifier, "task.verifier")
+        fields = (config.prompt_field, config.answer_field)
+        task = JsonlTask(config.path, *fields, verifier, config.pattern)
+    else:
+        task = build_task(config.name, **config.build_kwargs())
+    chat = config.chat
+    if chat is None:
+        chat = config.kind == "jsonl" and bool(getattr(tokenizer, "chat_template", None))
+    return ChatTask(task, tokenizer) if chat else task
 
 
 def load_pair(config: TrainConfig, checks: list[str] | None = None):
@@ -200,7 +213,7 @@ def _train_report(config, run, histories, scatters, checks) -> ReportSection:
     summary = {row["arm"]: {k: v for k, v in row.items() if k != "arm"} for row in rows}
     markdown = "\n".join(
         [
-            f"{_method_line(config)} on task `{config.task.name}` ({config.steps} steps of "
+            f"{_method_line(config)} on task `{config.task.label}` ({config.steps} steps of "
             f"{config.prompts_per_step} prompts). Each arm starts from the same student; "
             "accuracy is greedy on the same held-out problems.\n",
             markdown_table(rows, digits=3),
@@ -308,7 +321,7 @@ def run_eval(config: EvalJobConfig, root: str | Path = "runs", quiet: bool = Fal
         run.write_summary(metrics)
         rows = [{"metric": k, "value": v} for k, v in metrics.items()]
         markdown = (
-            f"# winnow distill eval\n\n`{config.model.path}` on `{config.task.name}`, "
+            f"# winnow distill eval\n\n`{config.model.path}` on `{config.task.label}`, "
             f"{result.count} held-out problems, greedy decoding.\n\n"
             + markdown_table(rows, digits=4)
         )

@@ -54,7 +54,9 @@ def training_curves(histories: Mapping[str, Sequence[Mapping]]) -> object:
             axis.plot(*_series(rows, key), label=arm, linewidth=1)
         axis.set(xlabel="optimizer step", ylabel=label)
         axis.grid(alpha=0.3)
-    axes[0].set_yscale("log")
+    losses = [value for rows in histories.values() for value in _series(rows, "loss")[1]]
+    if losses and min(losses) > 0:  # policy-gradient losses can be 0 or negative
+        axes[0].set_yscale("log")
     axes[-1].legend(fontsize=7)
     figure.tight_layout()
     return figure

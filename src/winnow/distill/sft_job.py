@@ -43,7 +43,7 @@ def sft_section(
     tokenizer = (
         next(iter(starts.values()))[1]
         if starts
-        else char_tokenizer(configured_task(config.task).alphabet)
+        else char_tokenizer(_alphabet(configured_task(config.task)))
     )
     task = configured_task(config.task, tokenizer)
     train = task.problems("train", config.task.train_problems, seed=config.seed)
@@ -98,7 +98,7 @@ def sft_section(
     plot = run.save_plot(_sft_loss_plot(curves), "sft_loss")
     markdown = (
         "A teacher and a weaker student trained with teacher forcing on "
-        f"`{config.task.name}`; greedy accuracy on {len(test)} held-out problems.\n\n"
+        f"`{config.task.label}`; greedy accuracy on {len(test)} held-out problems.\n\n"
         + markdown_table(rows, digits=3)
         + f"\n![SFT loss](plots/{plot.name})\n"
     )
@@ -172,3 +172,18 @@ def _sft_loss_plot(curves: dict[str, list[dict]]):
     axis.grid(alpha=0.3)
     axis.legend()
     return figure
+
+
+def _alphabet(task) -> str:
+    """The characters of ``task`` for a character tokenizer, or the fix when it has none."""
+    from winnow.distill.exceptions import DistillInputError
+
+    alphabet = getattr(task, "alphabet", None)
+    if not alphabet:
+        raise DistillInputError(
+            f"task {getattr(task, 'name', type(task).__name__)!r} has no alphabet, so no model "
+            "can be built from scratch for it; fix: give the task class an alphabet (every "
+            "character of its prompts and answers), or start from a pretrained model "
+            "(teacher.init_from / student.init_from)"
+        )
+    return alphabet

@@ -43,7 +43,8 @@ from winnow.distill.pacing import (
     weight_mass_by_bin,
 )
 from winnow.distill.rollout import RolloutBatch, build_backend, with_prompts
-from winnow.distill.tasks import Task
+from winnow.distill.tasks import Task, load_reward
+from winnow.distill.tasks.base import reward_of
 from winnow.distill.token_metrics import selection_summary
 from winnow.distill.tokens import SelectorConfig, TokenStats
 
@@ -133,6 +134,8 @@ class OnPolicyDistiller:
         # One fixed held-out set for every seed and arm, so their accuracies are comparable.
         self.test_pool = task.problems("test", config.task.test_problems, seed=0)
         self.teacher_hidden = partial(hidden_states, self.teacher)
+        reward = config.grpo.reward if config.objective == "grpo" else None
+        self.reward_function = None if reward is None else load_reward(reward, "grpo.reward")
         self.step = 0
         self.history: list[dict] = []
         self.snapshot: tuple[TokenStats, Tensor] | None = None
@@ -338,12 +341,27 @@ class OnPolicyDistiller:
         return with_prompts(batch, self.tokenizer, prompts)
 
     def _rewards(self, problems: list, batch: RolloutBatch) -> Tensor:
-        """[B] float: 1 where the task verifies the rollout's answer."""
-        verified = [
-            self.task.verify(problems[int(i)], text)
+        """[B] float: the task's reward of each rollout in [0, 1], or ``grpo.reward``'s."""
+        pairs = [
+            (problems[int(i)], text)
             for i, text in zip(batch.problem_index, batch.responses, strict=True)
         ]
-        return torch.tensor(verified, dtype=torch.float64)
+        if self.reward_function is None:
+            return torch.tensor(
+                [reward_of(self.task, *pair) for pair in pairs], dtype=torch.float64
+            )
+        rewards = [self.reward_function(p.prompt, text, p.answer) for p, text in pairs]
+        try:
+            values = torch.tensor(rewards, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            values = torch.full((len(rewards),), torch.nan, dtype=torch.float64)
+        if not torch.isfinite(values).all():
+            bad = rewards[int(torch.nonzero(~torch.isfinite(values))[0])]
+            raise DistillInputError(
+                f"grpo.reward {self.config.grpo.reward!r} returned {bad!r}; fix: return a finite "
+                "float (1 = correct if ACE or pacing reads it)"
+            )
+        return values
 
     def _pace(self, batch: RolloutBatch, rewards: Tensor):
         """Paced: keep the rollouts of problems with weight > 0, with their weights [b].

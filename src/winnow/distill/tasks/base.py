@@ -9,6 +9,7 @@ many problems are drawn.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -22,6 +23,7 @@ __all__ = [
     "Task",
     "answer_text",
     "check_split",
+    "reward_of",
     "split_of",
 ]
 
@@ -51,22 +53,53 @@ class Problem:
 
 @runtime_checkable
 class Task(Protocol):
-    """A verifiable task: draws problems from a split and checks responses.
+    """A verifiable task: draws problems from a split and scores responses.
 
-    ``alphabet`` lists every character prompts and answers use, so a character tokenizer can be
-    built for it (``None`` when the task needs a real tokenizer, e.g. free-form math text).
+    Every task, the registered ones and yours (``task.name: package.module:Class``), has:
+
+    - ``name``: a label for reports;
+    - ``problems(split, count, seed)``: ``count`` :class:`Problem` of ``"train"`` or ``"test"``,
+      the same list for the same arguments, the splits disjoint (:func:`split_of` hashes a
+      problem's text into one);
+    - ``verify(problem, response)``: the reward of ``response`` (the text generated after the
+      prompt) in [0, 1]; a bool is fine. 1 counts as correct in accuracy and pass@k; ACE treats
+      anything below 1 as an error.
+
+    Optional: ``alphabet``, every character prompts and answers use, so that ``winnow distill
+    sft`` can build a character tokenizer and a model from scratch (absent or None: start from a
+    pretrained model, ``init_from``); ``demonstrations(split, count, seed)``, SFT targets when they
+    differ from the answers (:class:`~winnow.distill.tasks.verbose.VerboseAdditionTask`);
+    ``Problem.difficulty``, which the reports break accuracy down by.
+
+    Examples: :class:`~winnow.distill.tasks.arithmetic.AdditionTask`,
+    :class:`~winnow.distill.tasks.math_answers.MathAnswerTask`,
+    :class:`~winnow.distill.tasks.jsonl.JsonlTask`, and docs/distill.md's multiplication.
     """
 
     name: str
-    alphabet: str | None
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` problems of ``split``, the same list for the same arguments."""
         ...
 
-    def verify(self, problem: Problem, response: str) -> bool:
-        """Whether ``response`` (generated text after the prompt) answers ``problem`` correctly."""
+    def verify(self, problem: Problem, response: str) -> bool | float:
+        """The reward of ``response`` to ``problem``, in [0, 1] (True = 1)."""
         ...
+
+
+def reward_of(task: Task, problem: Problem, response: str) -> float:
+    """``task.verify(problem, response)`` as a float, checked to lie in [0, 1]."""
+    reward = task.verify(problem, response)
+    try:  # bools, ints, floats and their numpy kinds; a string is not a reward
+        value = math.nan if isinstance(reward, str | bytes) else float(reward)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise DistillInputError(
+            f"task {getattr(task, 'name', type(task).__name__)!r}: verify returned {reward!r} "
+            "for a response; fix: return a reward in [0, 1] (or a bool)"
+        )
+    return value
 
 
 def answer_text(response: str) -> str:

@@ -16,23 +16,20 @@ The data file is JSON Lines, one problem per line::
 from __future__ import annotations
 
 import functools
-import json
 import random
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-from winnow.common.exceptions import DataNotFoundError
 from winnow.distill.exceptions import DistillInputError
 from winnow.distill.tasks.base import Problem, Split, check_split, split_of
+from winnow.distill.tasks.problem_files import load_jsonl_problems
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "MathAnswerTask",
     "answers_equivalent",
     "last_boxed",
-    "load_math_jsonl",
     "sympy_equivalent",
 ]
 
@@ -101,28 +98,6 @@ def answers_equivalent(predicted: str, reference: str) -> bool:
     return bool(gold) and bool(guess) and bool(checker.verify(gold, guess))
 
 
-def load_math_jsonl(path: str | Path) -> list[Problem]:
-    """Problems of a JSONL file (see the module docstring), prompts still raw problem text.
-
-    Raises :class:`DataNotFoundError` when the file is missing and :class:`DistillInputError`
-    naming the line number and field for a malformed line; blank lines are skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"math answers file {path} does not exist; fix: pass the path of a JSONL file with "
-            '"problem" and "answer" fields'
-        )
-    problems = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                problems.append(_parse_record(line, f"{path}:{number}"))
-    if not problems:
-        raise DistillInputError(f"math answers file {path} holds no problems")
-    return problems
-
-
 class MathAnswerTask:
     """Problems from a JSONL file; a response is right if its last ``\\boxed{}`` equals the answer.
 
@@ -146,7 +121,7 @@ class MathAnswerTask:
             ) from None
         self.path = Path(path)
         self.prompt_template = prompt_template
-        self._problems = load_math_jsonl(self.path)
+        self._problems = load_jsonl_problems(self.path, what="math answers file")
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` distinct problems of ``split``, in an order shuffled by ``seed``."""
@@ -185,28 +160,3 @@ def _to_sympy_syntax(answer: str) -> str:
     for pattern, replacement in _LATEX_TO_SYMPY:
         answer = re.sub(pattern, replacement, answer)
     return answer
-
-
-def _parse_record(line: str, where: str) -> Problem:
-    try:
-        record: Any = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DistillInputError(
-            f"{where}: not valid JSON ({exc.msg}); fix: one JSON object per line"
-        ) from None
-    if not isinstance(record, dict):
-        raise DistillInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    fields = {"problem": (str,), "answer": (str, int, float)}
-    for field, types in fields.items():
-        value = record.get(field)
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise DistillInputError(
-                f"{where}: field {field!r} must be a {' or '.join(t.__name__ for t in types)}, "
-                f"got {value!r}; fix: add it to the line"
-            )
-    difficulty = record.get("difficulty", 0)
-    if isinstance(difficulty, bool) or not isinstance(difficulty, int):
-        raise DistillInputError(
-            f"{where}: field 'difficulty' must be an integer, got {difficulty!r}"
-        )
-    return Problem(prompt=record["problem"], answer=str(record["answer"]), difficulty=difficulty)
