@@ -179,3 +179,25 @@ def test_the_cli_turns_a_bad_task_into_one_line(tmp_path):
     result = runner.invoke(app, ["distill", "sft", "-q", "--out", str(tmp_path), *flags(settings)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "takes digits" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_docs_example_task_and_commands_are_valid(tmp_path, monkeypatch):
+    """docs/distill.md's "Your own task": its file builds by path and verifies its own answers,
+    and both documented commands parse into valid configs."""
+    from winnow.distill.config import SftConfig, TrainConfig
+
+    docs = (Path(__file__).parents[2] / "docs" / "distill.md").read_text()
+    after = docs.split("<!-- own-task-example -->", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    commands = after.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    (tmp_path / "my_task.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    task = build_task("my_task.py:Multiplication")
+    problems = task.problems("test", 20, seed=0)
+    assert all(task.verify(p, p.answer + "\n") and not task.verify(p, "0") for p in problems)
+    assert not {p.prompt for p in problems} & {p.prompt for p in task.problems("train", 200, 0)}
+    parsed = []
+    for line, model in zip(commands.strip().splitlines(), (SftConfig, TrainConfig), strict=True):
+        sets = [part for part in line.split() if "=" in part]
+        parsed.append(load_config(model, None, sets))
+    assert all(config.task.name == "my_task.py:Multiplication" for config in parsed)

@@ -22,15 +22,14 @@ Verifiers (each reads the response up to its first stop marker,
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from winnow.distill.exceptions import DistillInputError
-from winnow.distill.tasks.base import Problem, Split, answer_text, check_split, split_of
+from winnow.distill.tasks.base import Problem, Split, answer_text
 from winnow.distill.tasks.math_answers import answers_equivalent, last_boxed
-from winnow.distill.tasks.problem_files import load_jsonl_problems
+from winnow.distill.tasks.problem_files import draw_problems, load_jsonl_problems
 
 __all__ = ["VERIFIERS", "JsonlTask"]
 
@@ -113,14 +112,7 @@ class JsonlTask:
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` distinct problems of ``split``, in an order shuffled by ``seed``."""
-        check_split(split, count)
-        pool = [p for p in self._problems if split_of(p.prompt) == split]
-        if count > len(pool):
-            raise DistillInputError(
-                f"count={count} but the {split!r} split of {self.path} has {len(pool)} problems; "
-                f"fix: ask for at most {len(pool)} (task.train_problems / task.test_problems)"
-            )
-        return random.Random(seed).sample(pool, count)
+        return draw_problems(self._problems, split, count, seed, self.path)
 
     def verify(self, problem: Problem, response: str) -> float:
         if callable(self.verifier):

@@ -16,14 +16,13 @@ The data file is JSON Lines, one problem per line::
 from __future__ import annotations
 
 import functools
-import random
 import re
 from pathlib import Path
 from types import ModuleType
 
 from winnow.distill.exceptions import DistillInputError
-from winnow.distill.tasks.base import Problem, Split, check_split, split_of
-from winnow.distill.tasks.problem_files import load_jsonl_problems
+from winnow.distill.tasks.base import Problem, Split
+from winnow.distill.tasks.problem_files import draw_problems, load_jsonl_problems
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
@@ -125,14 +124,7 @@ class MathAnswerTask:
 
     def problems(self, split: Split, count: int, seed: int) -> list[Problem]:
         """``count`` distinct problems of ``split``, in an order shuffled by ``seed``."""
-        check_split(split, count)
-        pool = [p for p in self._problems if split_of(p.prompt) == split]
-        if count > len(pool):
-            raise DistillInputError(
-                f"count={count} but the {split!r} split of {self.path} has {len(pool)} problems; "
-                f"fix: ask for at most {len(pool)}"
-            )
-        chosen = random.Random(seed).sample(pool, count)
+        chosen = draw_problems(self._problems, split, count, seed, self.path)
         return [
             Problem(self.prompt_template.format(problem=p.prompt), p.answer, p.difficulty)
             for p in chosen

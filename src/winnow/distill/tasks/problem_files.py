@@ -7,14 +7,15 @@ Shared by :class:`~winnow.distill.tasks.math_answers.MathAnswerTask` (fields ``p
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 from winnow.common.exceptions import DataNotFoundError
 from winnow.distill.exceptions import DistillInputError
-from winnow.distill.tasks.base import Problem
+from winnow.distill.tasks.base import Problem, Split, check_split, split_of
 
-__all__ = ["load_jsonl_problems"]
+__all__ = ["draw_problems", "load_jsonl_problems"]
 
 
 def load_jsonl_problems(
@@ -69,3 +70,18 @@ def _parse_record(line: str, where: str, prompt_field: str, answer_field: str) -
             f"{where}: field 'difficulty' must be an integer, got {difficulty!r}"
         )
     return Problem(str(record[prompt_field]), str(record[answer_field]), difficulty)
+
+
+def draw_problems(
+    problems: list[Problem], split: Split, count: int, seed: int, source: Path
+) -> list[Problem]:
+    """``count`` distinct problems of ``split`` (a stable hash of each prompt) from those of
+    file ``source``, in an order shuffled by ``seed``."""
+    check_split(split, count)
+    pool = [p for p in problems if split_of(p.prompt) == split]
+    if count > len(pool):
+        raise DistillInputError(
+            f"count={count} but the {split!r} split of {source} has {len(pool)} problems; "
+            f"fix: ask for at most {len(pool)} (task.train_problems / task.test_problems)"
+        )
+    return random.Random(seed).sample(pool, count)
