@@ -33,7 +33,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "gguf",
     ),
     "explain": ("scipy", "sklearn", "pandas", "shap", "duckdb", "lightgbm"),
-    "serve": ("fastapi", "uvicorn", "httpx", "aiohttp"),
+    "serve": ("fastapi", "uvicorn", "httpx", "aiohttp", "redis"),
 }
 
 
