@@ -211,6 +211,15 @@ class BudgetLedger:
             self.peak_day = max(self.peak_day, window.day_spend.total)
             return reservation
 
+    def try_claim(
+        self, window: Window, amount: int, model: str | None = None, capacity: int = 0
+    ) -> tuple[Reservation | None, str | None]:
+        """:meth:`try_reserve` with :class:`~winnow.route.redis_ledger.RedisLedger`'s signature:
+        in one process the caller counts a model's calls in flight, so ``model`` and
+        ``capacity`` are not read here. Returns ``(reservation, None)`` or ``(None, "money")``."""
+        reservation = self.try_reserve(window, amount)
+        return reservation, None if reservation is not None else "money"
+
     def settle(self, reservation: Reservation, actual: int) -> int:
         """Close ``reservation``, charging ``actual``; returns the charge.
 

@@ -20,9 +20,8 @@
    the window's requests for named models may need, which are placed first. A request the
    assignment defers (or whose model has no slot or money left) waits for the next window while
    the day has room, for up to ``max_wait_seconds``; then it gets a 429 with ``Retry-After``:
-   until UTC midnight when the day's budget is what is short, one window otherwise. Every
-   request gets one answer: a request is only
-   ever answered through its one future, which takes the first answer and ignores the rest.
+   until UTC midnight when the day's budget is what is short, one window otherwise. A request is
+   answered through its one future, which takes the first answer and ignores the rest.
 4. **Forwarding.** A placed request holds its worst-case cost in the :class:`BudgetLedger` and a
    slot of its model's ``capacity`` (calls in flight) until its call ends; then the ledger settles
    the ``usage`` the upstream reports (``prompt_tokens * input + completion_tokens * output``).
@@ -42,12 +41,13 @@ refused moves down its order or gets a 429. So no interleaving of 200 concurrent
 failovers and settlements can overdraw either budget, except by what an upstream reports above
 a reservation: that is charged to both budgets at once, so later reservations are refused rather
 than spending further, and the upstream rests (below). It bounds real spend as long as usage
-stays within the reservation: ``max_tokens``
-is forwarded capped, and the default prompt bound, the UTF-8 bytes of the prompt fields plus
-:data:`~winnow.route.chat_requests.MESSAGE_OVERHEAD_TOKENS` per message, is an upper bound for
-byte-level BPE and SentencePiece (byte-fallback) tokenizers. ``"chars_over_4"`` is tighter but
-only an estimate. The ledger lives in one process: serve with one worker
-(:func:`winnow.route.server.serve` does).
+stays within the reservation: ``max_tokens`` is forwarded capped, and the default prompt bound,
+the UTF-8 bytes of the prompt fields plus :data:`~winnow.route.chat_requests.
+MESSAGE_OVERHEAD_TOKENS` per message, is an upper bound for byte-level BPE and SentencePiece
+(byte-fallback) tokenizers. ``"chars_over_4"`` is tighter but only an estimate. The local ledger
+lives in one process: serve it with one worker (:func:`winnow.route.server.serve` does); with
+``ledger.backend: redis`` replicas share budgets and capacity (:mod:`winnow.route.redis_ledger`)
+and a ledger that does not answer gets a 503, never an unaccounted call.
 
 **Resting upstreams.** Each model has a :class:`~winnow.route.breaker.CircuitBreaker`: after
 ``breaker_failures`` consecutive failed calls, or one over-reported usage, it rests for
@@ -71,7 +71,6 @@ import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -83,24 +82,25 @@ from winnow.route.chat_requests import ChatRequest, cheapest_cost
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import (
     PICODOLLARS_PER_USD,
-    BudgetLedger,
     Reservation,
     TokenPrice,
     Window,
     call_cost,
     format_usd,
     pico_to_usd,
-    usd_to_pico,
 )
+from winnow.route.pending_request import PendingRequest
 from winnow.route.proxy_answers import (
     budget_exhausted,
     error_response,
+    ledger_unavailable,
     relay,
     routing_failed,
     shutting_down,
 )
 from winnow.route.proxy_config import ProxyConfig, QualityModel
 from winnow.route.proxy_metrics import ProxyCounts, model_metrics, request_metrics
+from winnow.route.redis_ledger import LedgerUnavailableError, make_ledger
 from winnow.route.upstream import Failure, Reply, post_chat
 from winnow.route.window_plan import WindowPlan, check_quality, plan_window, warm_up
 
@@ -112,28 +112,6 @@ __all__ = ["RoutingProxy"]
 logger = logging.getLogger(__name__)
 
 _DISCONNECT_POLL_SECONDS = 0.05
-
-
-@dataclass(eq=False)
-class _Pending:
-    """One request in the proxy, from queueing to its single answer."""
-
-    request: ChatRequest
-    costs: list[int]
-    future: asyncio.Future
-    window: Window | None = None
-    candidates: list[int] = field(default_factory=list)
-    crowded_out: bool = False
-    dropped: bool = False  # the client left before dispatch: never placed, never billed
-    wait_until: float = 0.0  # event-loop time after which it is no longer put back in the queue
-    arrived: float = 0.0  # event-loop time it was queued
-    waited: float = 0.0  # seconds from arrival until the window that placed it closed
-    planned: float = 0.0  # seconds that window's plan took
-    upstream: float = 0.0  # seconds in upstream calls, every attempt
-
-    def answer(self, response: fastapi.responses.JSONResponse) -> None:
-        if not self.future.done():
-            self.future.set_result(response)
 
 
 class RoutingProxy:
@@ -164,11 +142,7 @@ class RoutingProxy:
             TokenPrice.from_usd(m.input_price_per_token, m.output_price_per_token)
             for m in config.models
         ]
-        self.ledger = BudgetLedger(
-            usd_to_pico(config.budget_per_window, rounding="down"),
-            usd_to_pico(config.budget_per_day, rounding="down"),
-            history=config.metrics_history,
-        )
+        self.ledger = make_ledger(config)  # replicas share a Redis one (proxy.ledger)
         self.counts = ProxyCounts()
         self.in_flight = [0] * len(config.models)
         self.breakers = [
@@ -176,7 +150,7 @@ class RoutingProxy:
             for _ in config.models
         ]
         self._capacity = [model.capacity for model in config.models]
-        self._waiting: list[_Pending] = []
+        self._waiting: list[PendingRequest] = []
         self._plan_seconds: deque[float] = deque(maxlen=1000)  # recent windows' planning time
         self._tasks: set[asyncio.Task] = set()
         self._client: aiohttp.ClientSession | None = None
@@ -235,7 +209,7 @@ class RoutingProxy:
                 headers={"Retry-After": str(retry)},
             )
         loop = asyncio.get_running_loop()
-        pending = _Pending(request, costs, loop.create_future())
+        pending = PendingRequest(request, costs, loop.create_future())
         pending.arrived = loop.time()
         pending.wait_until = pending.arrived + self.config.max_wait_seconds
         self._waiting.append(pending)
@@ -249,7 +223,7 @@ class RoutingProxy:
                 return error_response(499, "the client closed the request", "client_closed")
         return await asyncio.shield(pending.future)
 
-    def _drop(self, pending: _Pending) -> None:
+    def _drop(self, pending: PendingRequest) -> None:
         """Forget a request whose client left before dispatch; it is never placed or billed."""
         pending.dropped = True
         self.counts.disconnected += 1
@@ -267,11 +241,14 @@ class RoutingProxy:
             except asyncio.CancelledError:
                 self._answer_all(batch, shutting_down)
                 raise
+            except LedgerUnavailableError as exc:
+                logger.error("a window of %d requests was refused: %s", len(batch), exc)
+                self._answer_all(batch, ledger_unavailable)
             except Exception:
                 logger.exception("routing a window of %d requests failed", len(batch))
                 self._answer_all(batch, routing_failed)
 
-    async def _next_batch(self) -> list[_Pending]:
+    async def _next_batch(self) -> list[PendingRequest]:
         while not self._waiting:
             self._arrived.clear()
             await self._arrived.wait()
@@ -287,7 +264,7 @@ class RoutingProxy:
         del self._waiting[: self.config.max_batch]
         return batch
 
-    async def _route(self, batch: list[_Pending]) -> None:
+    async def _route(self, batch: list[PendingRequest]) -> None:
         closed = asyncio.get_running_loop().time()
         for pending in batch:
             pending.waited = closed - pending.arrived
@@ -311,12 +288,14 @@ class RoutingProxy:
             self._place(pending)
 
     async def _plan(
-        self, window: Window, named: list[_Pending], routed: list[_Pending]
+        self, window: Window, named: list[PendingRequest], routed: list[PendingRequest]
     ) -> list[list[int]]:
         # Named requests are placed first, so the plan leaves them their slots and money.
         taken = Counter(p.request.model for p in named)
+        shared = self.config.ledger.backend == "redis"  # then every replica's calls count
+        busy = self.ledger.in_flight(self.names) if shared else self.in_flight
         free = [
-            max(0, self._capacity[j] - self.in_flight[j] - taken[j])
+            max(0, self._capacity[j] - busy[j] - taken[j])
             if self.breakers[j].allows_call()
             else 0  # resting after failures: the plan leaves it out
             for j in range(len(self.names))
@@ -338,8 +317,12 @@ class RoutingProxy:
         self.counts.record_plan(planned.time_limit_hit, planned.mip_gap)
         return planned.orders
 
-    def _place(self, pending: _Pending) -> None:
-        claim = self._claim(pending)
+    def _place(self, pending: PendingRequest) -> None:
+        try:
+            claim = self._claim(pending)
+        except LedgerUnavailableError:  # this request only: the others may still be placed
+            pending.answer(ledger_unavailable())
+            return
         if claim is None and self._may_wait(pending):
             self._requeue(pending)
             return
@@ -353,7 +336,7 @@ class RoutingProxy:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _may_wait(self, pending: _Pending) -> bool:
+    def _may_wait(self, pending: PendingRequest) -> bool:
         """Whether a request this window could not place may wait for the next one: within
         ``max_wait_seconds`` of its arrival, and only while the day still has room for it."""
         if asyncio.get_running_loop().time() >= pending.wait_until:
@@ -363,20 +346,22 @@ class RoutingProxy:
             <= self.ledger.remaining(pending.window)[1]
         )
 
-    def _requeue(self, pending: _Pending) -> None:
+    def _requeue(self, pending: PendingRequest) -> None:
         """Back to the front of the queue, for the next window's plan."""
         pending.window, pending.candidates, pending.crowded_out = None, [], False
         self.counts.requeued += 1
         self._waiting.insert(0, pending)
         self._arrived.set()
 
-    def _claim(self, pending: _Pending) -> tuple[int, Reservation] | None:
+    def _claim(self, pending: PendingRequest) -> tuple[int, Reservation] | None:
         """Reserve the first model of ``pending``'s order that has a free slot and fits."""
         while pending.candidates:
             model = pending.candidates.pop(0)
             reservation = None
             if self.in_flight[model] < self._capacity[model] and self.breakers[model].allows_call():
-                reservation = self.ledger.try_reserve(pending.window, pending.costs[model])
+                reservation, _ = self.ledger.try_claim(
+                    pending.window, pending.costs[model], self.names[model], self._capacity[model]
+                )
             if reservation is None:
                 pending.crowded_out = True
                 continue
@@ -387,7 +372,7 @@ class RoutingProxy:
 
     # -- upstream calls ---------------------------------------------------------------------
 
-    async def _forward(self, pending: _Pending, model: int, reservation: Reservation) -> None:
+    async def _forward(self, pending: PendingRequest, model: int, reservation: Reservation) -> None:
         failures = []
         try:
             while True:
@@ -416,12 +401,15 @@ class RoutingProxy:
         except asyncio.CancelledError:
             pending.answer(shutting_down())
             raise
+        except LedgerUnavailableError as exc:  # a fallback could not be reserved
+            logger.error("a request's fallback was refused: %s", exc)
+            pending.answer(ledger_unavailable())
         except Exception:
             logger.exception("forwarding a request failed")
             pending.answer(routing_failed())
 
     async def _attempt(
-        self, pending: _Pending, model: int, reservation: Reservation
+        self, pending: PendingRequest, model: int, reservation: Reservation
     ) -> tuple[Reply | Failure, int]:
         """One upstream call; its slot and reservation are closed whatever happens."""
         outcome: Reply | Failure = Failure("interrupted", billed=True)
@@ -435,7 +423,11 @@ class RoutingProxy:
         finally:
             pending.upstream += loop.time() - sent
             self.in_flight[model] -= 1
-            charged = self._settle(model, reservation, outcome)
+            try:
+                charged = self._settle(model, reservation, outcome)
+            except LedgerUnavailableError as exc:  # it expires, charged in full, once back
+                logger.error("a call could not be settled: %s", exc)
+                charged = reservation.amount
         return outcome, charged
 
     def _settle(self, model: int, reservation: Reservation, outcome: Reply | Failure) -> int:
@@ -455,12 +447,18 @@ class RoutingProxy:
         return self.ledger.settle(reservation, actual)
 
     def _left(self, window: Window | None) -> tuple[int, int] | None:
-        """Picodollars left in ``window`` and its day (negative past an over-report)."""
-        return None if window is None else self.ledger.remaining(window)
+        """Picodollars left in ``window`` and its day (negative past an over-report), or None:
+        no window, or a shared ledger that does not answer (the headers are then left out)."""
+        try:
+            return None if window is None else self.ledger.remaining(window)
+        except LedgerUnavailableError:
+            return None
 
     # -- answers ----------------------------------------------------------------------------
 
-    def _unaffordable(self, pending: _Pending, cause: str = "") -> fastapi.responses.JSONResponse:
+    def _unaffordable(
+        self, pending: PendingRequest, cause: str = ""
+    ) -> fastapi.responses.JSONResponse:
         """429 saying what is short, today's budget or this window's, and when to retry."""
         return budget_exhausted(
             cheapest_cost(pending.costs, pending.request.model),
@@ -471,7 +469,9 @@ class RoutingProxy:
             cause,
         )
 
-    def _exhausted(self, pending: _Pending, failures: list[str]) -> fastapi.responses.JSONResponse:
+    def _exhausted(
+        self, pending: PendingRequest, failures: list[str]
+    ) -> fastapi.responses.JSONResponse:
         tried = "; ".join(failures)
         if pending.crowded_out:
             self.counts.deferred += 1
@@ -483,7 +483,7 @@ class RoutingProxy:
         )
 
     def _answer_all(
-        self, batch: list[_Pending], respond: Callable[[], fastapi.responses.JSONResponse]
+        self, batch: list[PendingRequest], respond: Callable[[], fastapi.responses.JSONResponse]
     ) -> None:
         for pending in batch:
             pending.answer(respond())

@@ -19,6 +19,7 @@ fastapi = require("fastapi", "serve")
 __all__ = [
     "budget_exhausted",
     "error_response",
+    "ledger_unavailable",
     "left_headers",
     "relay",
     "routing_failed",
@@ -83,6 +84,13 @@ def left_headers(left: tuple[int, int] | None) -> dict[str, str]:
 def shutting_down() -> fastapi.responses.JSONResponse:
     """503: the proxy is stopping."""
     return error_response(503, "the proxy is shutting down; retry shortly", "unavailable")
+
+
+def ledger_unavailable() -> fastapi.responses.JSONResponse:
+    """503: the shared ledger did not answer, so no call is sent unaccounted."""
+    return error_response(
+        503, "the budget ledger is unavailable; nothing was sent; retry shortly", "unavailable"
+    )
 
 
 def routing_failed() -> fastapi.responses.JSONResponse:

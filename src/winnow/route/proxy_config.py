@@ -19,6 +19,7 @@ from winnow.route.exceptions import RouteInputError
 __all__ = [
     "PROMPT_TOKEN_BOUNDS",
     "ConstantQuality",
+    "LedgerConfig",
     "PoolModel",
     "ProxyConfig",
     "QualityModel",
@@ -95,6 +96,24 @@ class PoolModel(Config):
         return value.rstrip("/")
 
 
+class LedgerConfig(Config):
+    """Where the budgets are kept: in this process, or in Redis shared by every replica."""
+
+    backend: Literal["local", "redis"] = Field(
+        "local", description="local: one replica; redis: replicas share budgets and capacity"
+    )
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis: the server (redis-py URL)")
+    key_prefix: str = Field(
+        "winnow", min_length=1, description="redis: replicas sharing a budget share the prefix"
+    )
+    reservation_ttl_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="redis: how long an unsettled reservation of a crashed replica holds its "
+        "slot before it is charged in full; null = 2 x upstream_timeout_seconds + 30",
+    )
+
+
 class ProxyConfig(Config):
     """Everything the routing proxy needs; secrets are ``SecretStr`` and dump masked."""
 
@@ -107,6 +126,7 @@ class ProxyConfig(Config):
     )
     budget_per_window: float = Field(gt=0, description="USD one window may reserve and spend")
     budget_per_day: float = Field(gt=0, description="USD one UTC day may reserve and spend")
+    ledger: LedgerConfig = LedgerConfig()
     window_seconds: float = Field(0.5, ge=0.05, le=5.0, description="longest wait of a window")
     max_batch: int = Field(64, ge=1, le=1024, description="requests that close a window early")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="larger bodies get a 413")

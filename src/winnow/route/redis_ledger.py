@@ -43,9 +43,15 @@ from typing import Any
 
 from winnow.common.extras import require
 from winnow.route.exceptions import RouteInputError
-from winnow.route.ledger import pico_to_usd
+from winnow.route.ledger import BudgetLedger, pico_to_usd, usd_to_pico
 
-__all__ = ["LedgerUnavailableError", "RedisLedger", "RedisReservation", "RedisWindow"]
+__all__ = [
+    "LedgerUnavailableError",
+    "RedisLedger",
+    "RedisReservation",
+    "RedisWindow",
+    "make_ledger",
+]
 
 # Lua numbers are doubles: sums of picodollars stay exact up to 2**53 (about $9,007).
 _LUA_EXACT = 2**53
@@ -327,3 +333,20 @@ class RedisLedger:
                 "nothing was reserved. Fix: start Redis there, or set proxy.ledger.backend: local "
                 "for a single replica"
             ) from None
+
+
+def make_ledger(config) -> BudgetLedger | RedisLedger:
+    """The ledger a :class:`~winnow.route.proxy_config.ProxyConfig` asks for (``ledger.backend``);
+    a Redis ledger that cannot reach its server refuses to start."""
+    window = usd_to_pico(config.budget_per_window, rounding="down")
+    day = usd_to_pico(config.budget_per_day, rounding="down")
+    if config.ledger.backend == "local":
+        return BudgetLedger(window, day, history=config.metrics_history)
+    ttl = config.ledger.reservation_ttl_seconds or 2 * config.upstream_timeout_seconds + 30
+    return RedisLedger(
+        config.ledger.url,
+        window,
+        day,
+        key_prefix=config.ledger.key_prefix,
+        reservation_ttl_seconds=ttl,
+    )
