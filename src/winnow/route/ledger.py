@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from itertools import count
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from winnow.route.exceptions import RouteInputError
 
 __all__ = [
     "PICODOLLARS_PER_USD",
     "BudgetLedger",
+    "Ledger",
     "Reservation",
     "Spend",
     "TokenPrice",
@@ -130,6 +131,29 @@ class Reservation:
     id: int
     window: Window
     amount: int
+
+
+class Ledger(Protocol):
+    """What the proxy needs of a ledger: :class:`BudgetLedger` in one process, or
+    :class:`~winnow.route.redis_ledger.RedisLedger` shared by replicas. Windows and reservations
+    are the ledger's own handles, passed back to it."""
+
+    window_budget: int
+    day_budget: int
+
+    def open_window(self, day: date) -> Any: ...
+
+    def remaining(self, window: Any) -> tuple[int, int]: ...
+
+    def available(self, window: Any) -> int: ...
+
+    def try_claim(
+        self, window: Any, amount: int, model: str | None = None, capacity: int = 0
+    ) -> tuple[Any | None, str | None]: ...
+
+    def settle(self, reservation: Any, actual: int) -> int: ...
+
+    def report(self) -> dict[str, Any]: ...
 
 
 class BudgetLedger:

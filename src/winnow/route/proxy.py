@@ -142,7 +142,7 @@ class RoutingProxy:
             TokenPrice.from_usd(m.input_price_per_token, m.output_price_per_token)
             for m in config.models
         ]
-        self.ledger = make_ledger(config)  # replicas share a Redis one (proxy.ledger)
+        self.ledger = make_ledger(config)  # a Ledger; replicas share a Redis one (proxy.ledger)
         self.counts = ProxyCounts()
         self.in_flight = [0] * len(config.models)
         self.breakers = [

@@ -43,7 +43,7 @@ from typing import Any
 
 from winnow.common.extras import require
 from winnow.route.exceptions import RouteInputError
-from winnow.route.ledger import BudgetLedger, pico_to_usd, usd_to_pico
+from winnow.route.ledger import BudgetLedger, Ledger, pico_to_usd, usd_to_pico
 
 __all__ = [
     "LedgerUnavailableError",
@@ -335,7 +335,7 @@ class RedisLedger:
             ) from None
 
 
-def make_ledger(config) -> BudgetLedger | RedisLedger:
+def make_ledger(config) -> Ledger:
     """The ledger a :class:`~winnow.route.proxy_config.ProxyConfig` asks for (``ledger.backend``);
     a Redis ledger that cannot reach its server refuses to start."""
     window = usd_to_pico(config.budget_per_window, rounding="down")
