@@ -92,11 +92,10 @@ def serve_upstreams(port: int) -> None:
     uvicorn.run(fake_upstreams(test, prices), host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_upstreams() -> tuple[multiprocessing.Process, str]:
+def start_upstreams(serve=serve_upstreams) -> tuple[multiprocessing.Process, str]:
+    """``serve(port)`` (fake upstreams) in a process of its own; the process and its URL."""
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve_upstreams, args=(port,), daemon=True
-    )
+    process = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
     process.start()
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/docs", {}, "the fake upstreams did not start", process.kill)

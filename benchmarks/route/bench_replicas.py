@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -52,7 +51,7 @@ from bench_proxy import (  # benchmarks are scripts, not a package
     free_port,
     server_timing,
     start_proxy,
-    wait_until_up,
+    start_upstreams,
 )
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "route_replicas.json"
@@ -219,13 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     # The day affords about 60% of the requests at the cost the upstreams report.
     day = 0.6 * args.requests * ANSWER_TOKENS * float(np.mean(list(PRICE.values())))
-    port = free_port()
-    upstream_process = multiprocessing.get_context("spawn").Process(
-        target=serve_upstreams, args=(port,), daemon=True
-    )
-    upstream_process.start()
-    upstreams = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{upstreams}/stats", {}, "the upstreams did not start", upstream_process.kill)
+    upstream_process, upstreams = start_upstreams(serve_upstreams)
     try:
         with redis_server() as url:
             shared = run(3, {"backend": "redis", "url": url}, args.requests, True, upstreams, day)

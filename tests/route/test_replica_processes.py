@@ -4,7 +4,6 @@ harness as benchmarks/route/bench_replicas.py, on fewer requests."""
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from pathlib import Path
 
@@ -19,14 +18,8 @@ import bench_replicas  # the benchmark's harness, run small
 def test_three_replicas_with_one_killed_keep_every_guarantee():
     requests = 45
     day = 0.6 * requests * bench_replicas.ANSWER_TOKENS * min(bench_replicas.PRICE.values())
-    port = bench_replicas.free_port()
-    upstreams = multiprocessing.get_context("spawn").Process(
-        target=bench_replicas.serve_upstreams, args=(port,), daemon=True
-    )
-    upstreams.start()
-    url = f"http://127.0.0.1:{port}"
+    upstreams, url = bench_replicas.start_upstreams(bench_replicas.serve_upstreams)
     try:
-        bench_replicas.wait_until_up(f"{url}/stats", {}, "no upstreams", upstreams.kill)
         with redis_server() as redis_url:
             ledger = {"backend": "redis", "url": redis_url}
             result = bench_replicas.run(3, ledger, requests, True, url, day)
