@@ -176,9 +176,14 @@ def test_the_cli_turns_a_bad_task_into_one_line(tmp_path):
         "task.params": "{digit: 2}",
         "output_dir": tmp_path / "models",
     }
-    result = runner.invoke(app, ["distill", "sft", "-q", "--out", str(tmp_path), *flags(settings)])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "takes digits" in result.output and len(result.output.strip().splitlines()) == 1
+    out = tmp_path / "runs"
+    task = {key: value for key, value in settings.items() if key.startswith("task.")}
+    for job, chosen in (("sft", settings), ("train", task)):
+        command = ["distill", job, "-q", "--out", str(out), *flags(chosen)]
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "takes digits" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()  # refused before any run folder was made
 
 
 def test_the_docs_example_task_and_commands_are_valid(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from winnow.distill.evaluate import evaluate_greedy
 from winnow.distill.models import save_model
 
 __all__ = [
+    "check_task",
     "configured_task",
     "load_pair",
     "run_eval",
@@ -49,6 +50,12 @@ def configured_task(config: TaskConfig, tokenizer=None):
     if chat is None:
         chat = config.kind == "jsonl" and bool(getattr(tokenizer, "chat_template", None))
     return ChatTask(task, tokenizer) if chat else task
+
+
+def check_task(config: TaskConfig) -> None:
+    """Build the task once (its chat rendering aside, which needs the model's tokenizer), so a
+    bad import path, parameter or file is refused before any run folder or model exists."""
+    configured_task(config.model_copy(update={"chat": False}))
 
 
 def load_pair(config: TrainConfig, checks: list[str] | None = None):
@@ -241,6 +248,7 @@ def run_train(config: TrainConfig, root: str | Path = "runs", quiet: bool = Fals
     """``winnow distill train``: one run folder with every arm; returns the report path."""
     from winnow.distill.trainer import make_accelerator
 
+    check_task(config.task)
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     run = RunDir("distill-train", root=root, seed=config.seed) if main else None

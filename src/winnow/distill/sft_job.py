@@ -19,7 +19,7 @@ from winnow.common.resume import made_by_one_of, resume_chain
 from winnow.common.runs import RunDir, run_section
 from winnow.distill.config import SftConfig
 from winnow.distill.evaluate import evaluate_greedy
-from winnow.distill.jobs import configured_task
+from winnow.distill.jobs import check_task, configured_task
 from winnow.distill.models import save_model
 
 __all__ = ["run_sft", "sft_section"]
@@ -153,9 +153,10 @@ def run_sft(
 ) -> Path:
     """``winnow distill sft``: train a teacher and a weaker student; save both; report.
 
-    Existing model folders are refused before the run folder is made, so a refused run leaves
-    nothing behind."""
+    Existing model folders and a task that cannot be built are refused before the run folder is
+    made, so a refused run leaves nothing behind."""
     _check_model_folders(config, overwrite)
+    check_task(config.task)
     section = partial(sft_section, overwrite=overwrite)
     return run_section(
         "distill-sft", config, section, "distill sft", root, quiet, heading="winnow distill sft"
